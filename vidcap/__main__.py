@@ -1,0 +1,5 @@
+import sys
+
+from vidcap.cli import main
+
+sys.exit(main())

@@ -1,0 +1,156 @@
+"""The run folder: one folder per captioning run, and the only place that knows its layout.
+
+    RUN/config.json             frozen config: manifest (path, fingerprint, key, columns, rows), shards, job
+    RUN/shards/shard-00000.parquet   the manifest rows of each shard, every column plus `_row` (manifest order)
+    RUN/results/shard-00000.arrows   append-only result log of each shard (see vidcap.results)
+    RUN/done/shard-00000        completion marker (JSON summary); the truth for "this shard is finished"
+    RUN/stats/shard-00000.json  figures of the shard's last attempt (rows, seconds, tokens, ...)
+    RUN/logs/                   scheduler logs (submitit stdout/stderr per task)
+    RUN/jobs.jsonl              one line per submitted job: job id, shards, time
+
+Writes of small files go through `atomic_write_text` so a kill never leaves a half-written file that a
+rerun would trust.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vidcap.errors import UserError
+
+SHARD_NAME = "shard-{:05d}"
+ROW_COLUMN = "_row"  # manifest row number, kept in the shards to restore manifest order
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` so that readers see either the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in `path` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths inside one run folder."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, path: str | os.PathLike[str]) -> "RunDir":
+        return cls(Path(path).expanduser().absolute())
+
+    # -- layout -------------------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def shards_dir(self) -> Path:
+        return self.root / "shards"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def done_dir(self) -> Path:
+        return self.root / "done"
+
+    @property
+    def stats_dir(self) -> Path:
+        return self.root / "stats"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def jobs_path(self) -> Path:
+        return self.root / "jobs.jsonl"
+
+    def shard_path(self, index: int) -> Path:
+        return self.shards_dir / (SHARD_NAME.format(index) + ".parquet")
+
+    def results_path(self, index: int) -> Path:
+        return self.results_dir / (SHARD_NAME.format(index) + ".arrows")
+
+    def done_path(self, index: int) -> Path:
+        return self.done_dir / SHARD_NAME.format(index)
+
+    def stats_path(self, index: int) -> Path:
+        return self.stats_dir / (SHARD_NAME.format(index) + ".json")
+
+    # -- config -------------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.config_path.is_file()
+
+    def load_config(self) -> dict[str, Any]:
+        if not self.config_path.is_file():
+            raise UserError(f"{self.root}: not a vidcap run folder (no config.json); create it with `vidcap split`")
+        try:
+            return json.loads(self.config_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"{self.config_path}: unreadable run config ({exc})") from None
+
+    def save_config(self, config: dict[str, Any]) -> None:
+        atomic_write_text(self.config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+    @property
+    def num_shards(self) -> int:
+        return int(self.load_config()["shards"]["count"])
+
+    # -- completion ---------------------------------------------------------------------------------
+    def is_done(self, index: int) -> bool:
+        return self.done_path(index).is_file()
+
+    def mark_done(self, index: int, summary: dict[str, Any]) -> None:
+        atomic_write_text(self.done_path(index), json.dumps(summary, sort_keys=True) + "\n")
+
+    def clear_done(self, index: int) -> None:
+        try:
+            self.done_path(index).unlink()
+        except FileNotFoundError:
+            pass
+
+    def unfinished_shards(self) -> list[int]:
+        return [i for i in range(self.num_shards) if not self.is_done(i)]
+
+    def write_stats(self, index: int, stats: dict[str, Any]) -> None:
+        atomic_write_text(self.stats_path(index), json.dumps(stats, indent=2, sort_keys=True) + "\n")
+
+    def read_stats(self, index: int) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.stats_path(index).read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
