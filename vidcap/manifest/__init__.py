@@ -1,0 +1,1 @@
+"""Manifests: reading (io), cutting into shards (split), and reducing results (merge, remaining)."""

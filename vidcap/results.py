@@ -1,0 +1,237 @@
+"""The result store: the one module that writes and reads a shard's results.
+
+Crash safety is the whole point. A shard's results live in `RUN/results/` as
+
+    shard-00000.log-0003.arrows     append-only log segments, one per writer session (number 3 here)
+    shard-00000.upto-0003.parquet   a compaction holding every row of segments 0..3
+
+A log segment is a sequence of records `magic | crc32 | length | Arrow IPC stream of one batch`, each
+written with one `write` and made durable with `fsync` before `append` returns. A writer killed at any
+instant leaves at most a torn record at the end of its segment; the reader stops at the first record that
+is incomplete or fails its checksum, so what reads back is always an exact prefix of the committed batches.
+A new writer session never touches an old segment: it starts the next one. Compaction writes the Parquet
+file atomically and only then deletes the segments it covers, so a kill in between loses nothing and never
+counts a row twice (the reader ignores segments a compaction covers). One writer per shard at a time is
+enforced with an advisory lock (flock) that dies with its process.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import socket
+import struct
+import zlib
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vidcap.errors import UserError
+from vidcap.run import SHARD_NAME, RunDir, fsync_dir
+
+MAGIC = b"VCR1"
+HEADER = struct.Struct("<4sIQ")  # magic, crc32 of payload, payload length
+
+STATUS_OK, STATUS_ERROR, STATUS_SKIPPED = "ok", "error", "skipped"
+STATUSES = (STATUS_OK, STATUS_ERROR, STATUS_SKIPPED)
+
+#: the columns every result row has; engines may add more (e.g. `cost_usd`)
+RESULT_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("text", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("seconds", pa.float64()),
+        ("prompt_tokens", pa.int64()),
+        ("generated_tokens", pa.int64()),
+    ]
+)
+RESULT_COLUMNS = RESULT_SCHEMA.names
+
+
+class ShardBusy(UserError):
+    """Another live process is writing this shard's results."""
+
+
+def result_rows(rows: Iterable[dict[str, Any]]) -> pa.Table:
+    """Build a batch from dicts: the standard columns in order, extra columns after them."""
+    rows = list(rows)
+    columns: dict[str, list[Any]] = {name: [] for name in RESULT_COLUMNS}
+    for row in rows:
+        for name in row:
+            columns.setdefault(name, [])
+    for row in rows:
+        if row.get("status") not in STATUSES:
+            raise ValueError(f"result status must be one of {STATUSES}, got {row.get('status')!r}")
+        for name, values in columns.items():
+            values.append(row.get(name))
+    fields = [RESULT_SCHEMA.field(n) for n in RESULT_COLUMNS]
+    arrays = [pa.array(columns[n], type=RESULT_SCHEMA.field(n).type) for n in RESULT_COLUMNS]
+    for name, values in columns.items():
+        if name not in RESULT_SCHEMA.names:
+            arr = pa.array(values)
+            fields.append(pa.field(name, arr.type))
+            arrays.append(arr)
+    table = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+    defaults = {"text": "", "error": "", "seconds": 0.0, "prompt_tokens": 0, "generated_tokens": 0}
+    for name, value in defaults.items():
+        i = table.column_names.index(name)
+        table = table.set_column(i, name, table[name].fill_null(value))
+    return table
+
+
+class _Files:
+    """Names of one shard's result files."""
+
+    SEGMENT = re.compile(r"^(shard-\d+)\.log-(\d+)\.arrows$")
+    COMPACT = re.compile(r"^(shard-\d+)\.upto-(\d+)\.parquet$")
+
+    def __init__(self, run: RunDir, index: int) -> None:
+        self.dir = run.results_dir
+        self.stem = SHARD_NAME.format(index)
+
+    def segment(self, gen: int) -> Path:
+        return self.dir / f"{self.stem}.log-{gen:04d}.arrows"
+
+    def compaction(self, gen: int) -> Path:
+        return self.dir / f"{self.stem}.upto-{gen:04d}.parquet"
+
+    @property
+    def lock(self) -> Path:
+        return self.dir / f"{self.stem}.lock"
+
+    def listing(self) -> tuple[list[int], list[int]]:
+        """Generations of the log segments and of the compactions present, sorted."""
+        segments, compactions = [], []
+        if self.dir.is_dir():
+            for entry in os.scandir(self.dir):
+                if m := self.SEGMENT.match(entry.name):
+                    if m.group(1) == self.stem:
+                        segments.append(int(m.group(2)))
+                elif m := self.COMPACT.match(entry.name):
+                    if m.group(1) == self.stem:
+                        compactions.append(int(m.group(2)))
+        return sorted(segments), sorted(compactions)
+
+
+def _read_segment(path: Path) -> list[pa.Table]:
+    """Every committed record of a segment; stops quietly at a torn or corrupt tail."""
+    tables = []
+    with open(path, "rb") as f:
+        data = f.read()
+    offset = 0
+    while offset + HEADER.size <= len(data):
+        magic, crc, length = HEADER.unpack_from(data, offset)
+        start = offset + HEADER.size
+        payload = data[start : start + length]
+        if magic != MAGIC or len(payload) != length or zlib.crc32(payload) != crc:
+            break
+        tables.append(pa.ipc.open_stream(payload).read_all())
+        offset = start + length
+    return tables
+
+
+def read_results(run: RunDir, index: int) -> pa.Table:
+    """All committed result rows of a shard, in commit order (later rows are newer)."""
+    files = _Files(run, index)
+    segments, compactions = files.listing()
+    tables: list[pa.Table] = []
+    covered = -1
+    if compactions:
+        covered = compactions[-1]
+        tables.append(pq.read_table(files.compaction(covered)))
+    for gen in segments:
+        if gen > covered:
+            try:
+                tables.extend(_read_segment(files.segment(gen)))
+            except FileNotFoundError:  # removed by a concurrent compaction that we then read
+                continue
+    tables = [t for t in tables if t.num_rows]
+    if not tables:
+        return RESULT_SCHEMA.empty_table()
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+class ResultWriter:
+    """Appends batches of result rows to one shard, durably. Use as a context manager."""
+
+    def __init__(self, run: RunDir, index: int) -> None:
+        self.run = run
+        self.index = index
+        self.files = _Files(run, index)
+        self.files.dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.files.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._lock_fd, 200, 0).decode(errors="replace").strip() or "unknown process"
+            os.close(self._lock_fd)
+            raise ShardBusy(f"shard {index} of {run.root} is being written by another process ({holder})") from None
+        os.ftruncate(self._lock_fd, 0)
+        os.pwrite(self._lock_fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        segments, compactions = self.files.listing()
+        self.gen = max(segments + compactions, default=-1) + 1
+        self._path = self.files.segment(self.gen)
+        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        fsync_dir(self.files.dir)
+        self.batches = 0
+
+    def append(self, table: pa.Table) -> None:
+        """Commit one batch: when this returns, the rows survive a kill of this process or of the node."""
+        if table.num_rows == 0:
+            return
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as stream:
+            stream.write_table(table)
+        payload = sink.getvalue().to_pybytes()
+        record = HEADER.pack(MAGIC, zlib.crc32(payload), len(payload)) + payload
+        written = os.write(self._fd, record)
+        if written != len(record):  # a short write to a regular file means the disk is full
+            raise OSError(f"short write to {self._path} ({written} of {len(record)} bytes)")
+        os.fsync(self._fd)
+        self.batches += 1
+
+    def compact(self) -> None:
+        """Fold every segment into one Parquet file (fewer, faster files once a shard is finished)."""
+        os.fsync(self._fd)
+        table = read_results(self.run, self.index)
+        segments, compactions = self.files.listing()
+        upto = max(segments + compactions)
+        target = self.files.compaction(upto)
+        tmp = target.with_name(f".{target.name}.tmp")
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        fsync_dir(self.files.dir)
+        for gen in segments:
+            if gen <= upto:
+                self.files.segment(gen).unlink(missing_ok=True)
+        for gen in compactions:
+            if gen < upto:
+                self.files.compaction(gen).unlink(missing_ok=True)
+        fsync_dir(self.files.dir)
+        # keep appending after a compaction: into a new segment past it
+        os.close(self._fd)
+        self.gen = upto + 1
+        self._path = self.files.segment(self.gen)
+        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+
+    def close(self) -> None:
+        if self._fd < 0:
+            return
+        os.close(self._fd)
+        self._fd = -1
+        if self._path.stat().st_size == 0:
+            self._path.unlink(missing_ok=True)
+        os.close(self._lock_fd)
+
+    def __enter__(self) -> "ResultWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
