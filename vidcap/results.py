@@ -173,6 +173,8 @@ class ResultWriter:
             raise ShardBusy(f"shard {index} of {run.root} is being written by another process ({holder})") from None
         os.ftruncate(self._lock_fd, 0)
         os.pwrite(self._lock_fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        for stale in self.files.dir.glob(f".{self.files.stem}.*.tmp"):  # a compaction a kill interrupted
+            stale.unlink(missing_ok=True)
         segments, compactions = self.files.listing()
         self.gen = max(segments + compactions, default=-1) + 1
         self._path = self.files.segment(self.gen)

@@ -1,0 +1,92 @@
+"""Manifest reading: Open-Sora CSVs kept exactly, and every kind of bad input as a one-line error."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from vidcap.cli import main
+from vidcap.errors import UserError
+from vidcap.manifest.io import read_manifest
+
+TRICKY = (
+    "\ufeffpath,text,num_frames,fps\n"
+    '"videos/a,b.mp4","she said ""hi""\nthen left",120,29.97\n'
+    "videos/ünï/çödé.mp4,日本語のキャプション,25,25\n"
+    "videos/c.mp4,,7,\n"
+)
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    proc = subprocess.run([sys.executable, "-m", "vidcap", *argv], capture_output=True, text=True, timeout=120)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_open_sora_csv_values_are_kept_exactly(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text(TRICKY, encoding="utf-8")
+    table = read_manifest(path)
+    assert table.column_names == ["path", "text", "num_frames", "fps"]  # BOM stripped from the first name
+    rows = table.to_pylist()
+    assert rows[0] == {"path": "videos/a,b.mp4", "text": 'she said "hi"\nthen left', "num_frames": "120", "fps": "29.97"}
+    assert rows[1]["path"] == "videos/ünï/çödé.mp4" and rows[1]["text"] == "日本語のキャプション"
+    assert rows[2] == {"path": "videos/c.mp4", "text": "", "num_frames": "7", "fps": ""}
+
+
+def test_parquet_keeps_types_and_other_key(tmp_path):
+    path = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"id": ["x", "y"], "path": ["a.mp4", "a.mp4"], "fps": [24.0, 30.0]}), path)
+    table = read_manifest(path, key="id")
+    assert table.schema.field("fps").type == pa.float64()
+    with pytest.raises(UserError, match="duplicate 'path'"):
+        read_manifest(path)
+
+
+@pytest.mark.parametrize(
+    "name, content, expected",
+    [
+        ("missing.csv", None, "missing.csv: no such file"),
+        ("empty.csv", b"", "empty.csv: empty file"),
+        ("header.csv", b"path,text\n", "header.csv: no rows"),
+        ("nokey.csv", b"video,text\na.mp4,x\n", "nokey.csv: no column 'path' (columns: video, text); name the key column with --key"),
+        ("latin1.csv", "path,text\na.mp4,ok\nb.mp4,caf\xe9\n".encode("latin-1"), "latin1.csv: not UTF-8 text (line 3, byte 0xe9)"),
+        ("ragged.csv", b"path,text\na.mp4,x\nb.mp4,y,z\n", "ragged.csv: line 3: expected 2 fields, got 3"),
+        ("list.txt", b"path\na.mp4\n", "list.txt: unsupported file type"),
+        ("emptykey.csv", b"path,text\na.mp4,x\n,y\n", "emptykey.csv: row 2: empty 'path'"),
+        ("dupcols.csv", b"path,text,text\na.mp4,x,y\n", "dupcols.csv: line 1: duplicate column names ['text']"),
+        ("broken.parquet", b"PAR1 this is not parquet", "broken.parquet: unreadable Parquet file"),
+    ],
+)
+def test_bad_manifest_is_one_line_error(tmp_path, capsys, name, content, expected):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    code = main(["split", str(path), "--run", str(tmp_path / "run"), "--shards", "1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert expected in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_duplicate_keys_listed_and_dedup_first(tmp_path, capsys):
+    path = tmp_path / "dup.csv"
+    lines = ["path,n"] + [f"v{i % 7}.mp4,{i}" for i in range(20)]
+    path.write_text("\n".join(lines) + "\n")
+    assert main(["split", str(path), "--run", str(tmp_path / "r"), "--shards", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "duplicate 'path' values: 'v0.mp4' x3, 'v1.mp4' x3, 'v2.mp4' x3, 'v3.mp4' x3, 'v4.mp4' x3 and 2 more" in err
+    assert "13 extra rows; --dedup first keeps the first" in err
+    assert main(["split", str(path), "--run", str(tmp_path / "r"), "--shards", "2", "--dedup", "first"]) == 0
+    table = read_manifest(path, dedup="first")
+    assert table.to_pydict() == {"path": [f"v{i}.mp4" for i in range(7)], "n": [str(i) for i in range(7)]}
+
+
+def test_real_binary_prints_no_traceback(tmp_path):
+    code, out, err = run_cli("split", str(tmp_path / "nope.csv"), "--run", str(tmp_path / "r"), "--shards", "1")
+    assert code == 2
+    assert err.strip().splitlines() == [f"vidcap split: error: {tmp_path / 'nope.csv'}: no such file"]
