@@ -1,0 +1,33 @@
+"""The local executor: every unfinished shard on this machine, one after another, in this process.
+
+One engine serves every shard (a model loads once, not once per shard). SIGTERM/Ctrl-C stop after the
+batch in flight; what was written stays and the next `submit`/`resume` continues from it.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from vidcap.engines import create_engine
+from vidcap.jobconfig import load_job
+from vidcap.run import RunDir
+from vidcap.worker import ShardOutcome, run_shard, stop_on_signals
+
+
+def run_local(run: RunDir, shards: list[int], progress: bool = True) -> list[ShardOutcome]:
+    outcomes: list[ShardOutcome] = []
+    if not shards:
+        return outcomes
+    job = load_job(run)
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        engine = create_engine(job.engine)
+        try:
+            for index in shards:
+                outcome = run_shard(run, index, engine=engine, stop=stop, progress=progress)
+                outcomes.append(outcome)
+                if not outcome.finished:
+                    break
+        finally:
+            engine.close()
+    return outcomes
