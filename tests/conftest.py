@@ -15,3 +15,5 @@ REPO = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
+
+from slurm_fixtures import slurm_cluster, slurm_job_env  # noqa: E402,F401  (fixtures for Slurm tests)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,32 @@ class RunDir:
 
     def unfinished_shards(self) -> list[int]:
         return [i for i in range(self.num_shards) if not self.is_done(i)]
+
+    # -- submitted jobs -----------------------------------------------------------------------------
+    def record_jobs(self, shard_jobs: dict[int, str], executor: str) -> None:
+        """Append which job runs which shard (the newest line for a shard wins)."""
+        now = time.time()
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.jobs_path, "a", encoding="utf-8") as f:
+            for shard, job_id in sorted(shard_jobs.items()):
+                f.write(json.dumps({"shard": shard, "job_id": job_id, "executor": executor, "at": now}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def latest_jobs(self) -> dict[int, str]:
+        """Shard -> id of the newest job submitted for it (a torn last line is skipped)."""
+        jobs: dict[int, str] = {}
+        try:
+            lines = self.jobs_path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return jobs
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            jobs[int(record["shard"])] = str(record["job_id"])
+        return jobs
 
     def write_stats(self, index: int, stats: dict[str, Any]) -> None:
         atomic_write_text(self.stats_path(index), json.dumps(stats, indent=2, sort_keys=True) + "\n")

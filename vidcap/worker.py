@@ -75,8 +75,9 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     def handler(signum: int, frame: object) -> None:
         if stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C means now
-        print(f"\nvidcap: {signal.Signals(signum).name}: stopping after the batch in flight", file=sys.stderr)
-        stop.set()
+        # os.write, not print: a handler may run in the middle of the progress bar's own write to stderr
+        os.write(2, f"\nvidcap: {signal.Signals(signum).name}: stopping after the batch in flight\n".encode())
+        stop.set()  # the main thread never waits on this event, so setting it here cannot deadlock
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous[sig] = signal.signal(sig, handler)

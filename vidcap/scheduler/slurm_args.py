@@ -24,8 +24,14 @@ def add_slurm_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--setup", action="append", default=[], metavar="LINE", help="shell line run before each task")
 
 
-def resources_from_args(args: argparse.Namespace, tp_size: int = 1) -> SlurmResources:
-    base = load_profile(args.profile) if getattr(args, "profile", None) else SlurmResources()
+def resources_from_args(
+    args: argparse.Namespace, tp_size: int = 1, saved: SlurmResources | None = None
+) -> SlurmResources:
+    """Flags over the profile file, else over the resources this run was submitted with before."""
+    if getattr(args, "profile", None):
+        base = load_profile(args.profile)
+    else:
+        base = saved or SlurmResources()
     sbatch: dict[str, str | int | bool] = {}
     for item in getattr(args, "sbatch", []) or []:
         name, sep, value = item.partition("=")

@@ -1,0 +1,1 @@
+"""Scheduling shard tasks: Slurm job arrays through submitit, their resources, states and requeue."""

@@ -1,0 +1,104 @@
+"""A run's unfinished shards as Slurm job arrays (one task per shard), and waiting on them with a deadline.
+
+Which job runs which shard is recorded in RUN/jobs.jsonl, and the resources in the run config, so that
+`vidcap status` can show Slurm states and `vidcap resume` can resubmit with the same resources. A shard
+whose job is still queued or running is never submitted twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+
+from tqdm import tqdm
+
+from vidcap.errors import UserError
+from vidcap.jobconfig import load_job
+from vidcap.run import RunDir
+from vidcap.scheduler.resources import SlurmResources
+from vidcap.scheduler.slurm import FINAL_STATES, job_states, submit_array
+from vidcap.scheduler.slurm_args import resources_from_args
+from vidcap.scheduler.submit import Submission
+from vidcap.scheduler.task import ShardTask
+
+ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
+                 "REQUEUE_HOLD", "REQUEUE_FED", "STOPPED", "SIGNALING", "STAGE_OUT"}
+SINGLE_RANK_TARGET = "vidcap.worker:run_shard"
+TENSOR_PARALLEL_TARGET = "vidcap.parallel:run_shard_ranks"
+
+
+def saved_resources(run: RunDir) -> SlurmResources | None:
+    saved = run.load_config().get("submit", {}).get("resources")
+    if saved is None:
+        return None
+    saved = dict(saved, setup=tuple(saved.get("setup", ())))
+    return SlurmResources(**saved)
+
+
+def active_shards(run: RunDir, shards: list[int]) -> dict[int, tuple[str, str]]:
+    """Shards whose newest job is still queued or running: shard -> (job id, state)."""
+    latest = run.latest_jobs()
+    ids = {shard: latest[shard] for shard in shards if shard in latest}
+    if not ids:
+        return {}
+    states = job_states(list(ids.values()))
+    return {s: (j, states[j]) for s, j in ids.items() if states.get(j) in ACTIVE_STATES}
+
+
+def submit_slurm(run: RunDir, shards: list[int], args: argparse.Namespace) -> Submission:
+    job = load_job(run)
+    tp = job.engine.tp_size
+    resources = resources_from_args(args, tp_size=tp, saved=saved_resources(run))
+    busy = active_shards(run, shards)
+    for shard, (job_id, state) in sorted(busy.items()):
+        print(f"shard {shard}: still {state.lower()} as job {job_id}; not submitted again")
+    todo = [s for s in shards if s not in busy]
+    if not todo:
+        print(f"{run.root}: nothing to submit")
+        return Submission("slurm", [])
+    config = run.load_config()
+    config["submit"] = {"executor": "slurm", "resources": dataclasses.asdict(resources)}
+    run.save_config(config)
+    target = SINGLE_RANK_TARGET if tp == 1 else TENSOR_PARALLEL_TARGET
+    run.logs_dir.mkdir(parents=True, exist_ok=True)
+    jobs = submit_array(ShardTask(target), [(str(run.root), s) for s in todo], resources, run.logs_dir,
+                        name=f"vidcap-{run.root.name}")
+    shard_jobs = {shard: j.job_id for shard, j in zip(todo, jobs)}
+    run.record_jobs(shard_jobs, "slurm")
+    arrays = sorted({j.job_id.split("_")[0] for j in jobs})
+    print(f"submitted {len(todo)} shard tasks as Slurm job array(s) {', '.join(arrays)}"
+          f"{f' (at most {resources.array_parallelism} at once per array)' if resources.array_parallelism else ''}; "
+          f"follow with `vidcap status {run.root}`")
+    return Submission("slurm", todo, job_ids=[j.job_id for j in jobs])
+
+
+def wait_slurm(run: RunDir, submission: Submission, timeout_s: float | None, poll_s: float = 2.0) -> None:
+    """Wait until every submitted shard is done or its job has ended; never past `timeout_s`."""
+    ids = dict(zip(submission.shards, submission.job_ids))
+    end = time.monotonic() + timeout_s if timeout_s else float("inf")
+    bar = tqdm(total=len(ids), desc="shards done", unit="shard", file=sys.stderr,
+               mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    try:
+        while True:
+            done = [s for s in ids if run.is_done(s)]
+            bar.update(len(done) - bar.n)
+            if len(done) == len(ids):
+                return
+            pending = {s: j for s, j in ids.items() if s not in done}
+            states = job_states(list(pending.values()))
+            if all(states[j] in FINAL_STATES or states[j] == "UNKNOWN" for j in pending.values()):
+                time.sleep(poll_s)  # a marker written just before the job ended
+                if all(run.is_done(s) for s in pending):
+                    bar.update(len(ids) - bar.n)
+                    return
+                ended = ", ".join(f"shard {s}: {states[j]}" for s, j in sorted(pending.items())[:5])
+                print(f"\n{len(pending)} shard task(s) ended unfinished ({ended}); "
+                      f"`vidcap status {run.root}` shows why, `vidcap resume {run.root}` retries", file=sys.stderr)
+                return
+            if time.monotonic() >= end:
+                raise UserError(f"gave up waiting after {timeout_s:.0f} s; the jobs go on: `vidcap status {run.root}`")
+            time.sleep(poll_s)
+    finally:
+        bar.close()
