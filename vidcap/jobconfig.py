@@ -31,6 +31,7 @@ class JobConfig:
     readers: int = 1  # prefetch processes; 0 reads in the worker itself
     ahead: int = 16  # items read ahead of the model at most
     max_attempts: int = 3  # a row that failed this often is not retried by run-shard
+    is_video: bool = True  # videos (K frames) or images (1 frame): what the prompt was checked for
     path_column: str = "path"
     data_root: str = ""  # relative manifest paths are taken from here
 
@@ -45,6 +46,11 @@ class JobConfig:
         values = {k: v for k, v in data.items() if k in known}
         values["engine"] = EngineConfig.from_dict(data.get("engine", {}))
         return cls(**values)
+
+
+def check_engine(engine, job: JobConfig) -> None:  # noqa: ANN001 - Engine; imported lazily by callers
+    """Refuse at start what cannot work (a prompt too long for the model's context, say)."""
+    engine.check_prompt(job.engine.prompt, job.num_frames if job.is_video else 1, job.is_video)
 
 
 def load_job(run: RunDir) -> JobConfig:

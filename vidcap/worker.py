@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from vidcap.engines import Engine, Sample, create_engine
 from vidcap.engines.batching import caption_batch
-from vidcap.jobconfig import JobConfig, load_job
+from vidcap.jobconfig import JobConfig, check_engine, load_job
 from vidcap.manifest.resolve import best_per_key
 from vidcap.manifest.split import load_shard
 from vidcap.prefetch import Item, Prefetcher
@@ -184,6 +184,7 @@ def run_shard(
     stop = stop or threading.Event()
     if own_engine:
         engine = create_engine(job.engine)
+        check_engine(engine, job)
     assert engine is not None
     if progress is None:
         progress = True

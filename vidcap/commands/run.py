@@ -120,7 +120,7 @@ def job_from_args(args: argparse.Namespace, is_video: bool):
     return JobConfig(
         engine=engine, num_frames=args.num_frames, resize=args.resize or None, backend=args.backend,
         batch_size=args.batch_size, readers=args.readers, ahead=max(args.ahead, args.batch_size),
-        max_attempts=args.max_attempts, data_root=str(Path(args.data_root).absolute()) if args.data_root else "",
+        max_attempts=args.max_attempts, is_video=is_video, data_root=str(Path(args.data_root).absolute()) if args.data_root else "",
     )
 
 

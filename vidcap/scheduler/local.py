@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 
 from vidcap.engines import create_engine
-from vidcap.jobconfig import load_job
+from vidcap.jobconfig import check_engine, load_job
 from vidcap.run import RunDir
 from vidcap.worker import ShardOutcome, run_shard, stop_on_signals
 
@@ -23,6 +23,7 @@ def run_local(run: RunDir, shards: list[int], progress: bool = True) -> list[Sha
     with stop_on_signals(stop):
         engine = create_engine(job.engine)
         try:
+            check_engine(engine, job)
             for index in shards:
                 outcome = run_shard(run, index, engine=engine, stop=stop, progress=progress)
                 outcomes.append(outcome)
