@@ -16,6 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("submit", help="split (if new), freeze the job, and run every unfinished shard")
     add_job_arguments(p)
     p.add_argument("--run", required=True, help="run folder (created if new, continued if it exists)")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="split and freeze the job, submit nothing (for plain sbatch: slurm/caption_array.sbatch)")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("caption", help="one shot: submit, wait, merge to --output, print what is left")
@@ -151,6 +153,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from vidcap.scheduler.submit import submit_unfinished
 
     run = prepare(args, RunDir.at(args.run))
+    if args.prepare_only:
+        last = run.num_shards - 1
+        print(f"prepared; to submit by hand: sbatch --array=0-{last} --output={run.logs_dir}/%A_%a.out "
+              f"slurm/caption_array.sbatch {run.root}")
+        return 0
     submission = submit_unfinished(run, args)
     return 0 if submission.ok else 1
 
