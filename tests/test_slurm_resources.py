@@ -151,3 +151,12 @@ def test_shard_task_that_finishes_is_not_requeued(tmp_path: Path, usr2_spy: list
 def test_shard_task_target_must_name_module_and_function() -> None:
     with pytest.raises(ValueError, match="module:function"):
         ShardTask("vidcap.worker.run_shard")
+
+
+def test_signal_delay_leaves_35_s_of_a_short_time_limit() -> None:
+    """USR2 comes up to 30 s before `time - delay` (Slurm's check period): with --time 1 and the default
+    120 s it would come as the task starts, every time it is requeued."""
+    assert SlurmResources(time_min=1).effective_signal_delay_s == 25
+    assert SlurmResources(time_min=2).effective_signal_delay_s == 85
+    assert SlurmResources(time_min=240).effective_signal_delay_s == 120
+    assert "--signal=USR2@25" in _sbatch_text(SlurmResources(time_min=1))

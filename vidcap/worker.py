@@ -31,6 +31,7 @@ from vidcap.manifest.split import load_shard
 from vidcap.prefetch import Item, Prefetcher
 from vidcap.results import STATUS_ERROR, STATUS_OK, ResultWriter, read_results, result_rows
 from vidcap.run import RunDir
+from vidcap.signals import signal_sets_event
 
 STATS_EVERY_S = 10.0
 
@@ -66,7 +67,10 @@ def rows_to_do(run: RunDir, index: int, shard: pa.Table, key: str, max_attempts:
 
 @contextmanager
 def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM/SIGINT set `stop` instead of killing the process mid-write (main thread only)."""
+    """SIGTERM/SIGINT/SIGUSR2 set `stop` instead of killing the process mid-write (main thread only).
+
+    USR2 is Slurm's "time limit (or preemption) is near" (slurm/caption_array.sbatch passes it on); it is
+    blocked in the frame readers, which would die of it (see vidcap.signals)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -82,7 +86,10 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous[sig] = signal.signal(sig, handler)
     try:
-        yield
+        # a USR2 once the shard is over is ignored: its default action would kill a process whose work is done
+        late = signal.SIG_IGN if signal.getsignal(signal.SIGUSR2) in (signal.SIG_DFL, None) else None
+        with signal_sets_event(signal.SIGUSR2, stop, "\nvidcap: SIGUSR2: stopping after the batch in flight\n", late):
+            yield
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)

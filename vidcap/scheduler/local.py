@@ -19,6 +19,10 @@ def run_local(run: RunDir, shards: list[int], progress: bool = True) -> list[Sha
     if not shards:
         return outcomes
     job = load_job(run)
+    if job.engine.tp_size > 1:  # N ranks on this machine share one model load across the shards
+        from vidcap.parallel import run_shards_local
+
+        return run_shards_local(run, shards, progress=progress)
     stop = threading.Event()
     with stop_on_signals(stop):
         engine = create_engine(job.engine)

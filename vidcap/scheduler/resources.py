@@ -84,6 +84,17 @@ class SlurmResources:
             changes["setup"] = tuple(changes["setup"])
         return dataclasses.replace(self, **changes)
 
+    @property
+    def effective_signal_delay_s(self) -> int:
+        """`signal_delay_s`, shortened where the time limit is too short for it.
+
+        Slurm checks time limits every 30 s, so USR2 comes between `delay` and `delay + 30` s before the
+        limit; with a delay near the limit it would come as the task starts (before Python could take it:
+        killed) and again after every requeue, so it never gets anywhere. Measured here with --time=1 and a
+        25 s delay: USR2 5-35 s into the task. So the delay leaves at least 35 s of the limit.
+        """
+        return max(1, min(self.signal_delay_s, self.time_min * 60 - 35))
+
     def submitit_parameters(self, job_name: str) -> dict[str, Any]:
         """Parameters for `submitit.SlurmExecutor.update_parameters` (its native sbatch names)."""
         params: dict[str, Any] = {
@@ -91,7 +102,7 @@ class SlurmResources:
             "time": self.time_min,
             "nodes": self.nodes,
             "ntasks_per_node": self.tasks_per_node,
-            "signal_delay_s": self.signal_delay_s,
+            "signal_delay_s": self.effective_signal_delay_s,
         }
         optional = {
             "partition": self.partition,

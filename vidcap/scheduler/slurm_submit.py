@@ -18,13 +18,14 @@ from vidcap.errors import UserError
 from vidcap.jobconfig import load_job
 from vidcap.run import RunDir
 from vidcap.scheduler.resources import SlurmResources
-from vidcap.scheduler.slurm import FINAL_STATES, job_states, submit_array
+from vidcap.scheduler.slurm import FINAL_STATES, UNKNOWN, job_states, submit_array
 from vidcap.scheduler.slurm_args import resources_from_args
 from vidcap.scheduler.submit import Submission
 from vidcap.scheduler.task import ShardTask
 
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
                  "REQUEUE_HOLD", "REQUEUE_FED", "STOPPED", "SIGNALING", "STAGE_OUT"}
+HEARTBEAT_S = 120.0  # a worker writes its stats after a batch, at most every 10 s (vidcap.worker)
 SINGLE_RANK_TARGET = "vidcap.worker:run_shard"
 TENSOR_PARALLEL_TARGET = "vidcap.parallel:run_shard_ranks"
 
@@ -44,7 +45,16 @@ def active_shards(run: RunDir, shards: list[int]) -> dict[int, tuple[str, str]]:
     if not ids:
         return {}
     states = job_states(list(ids.values()))
-    return {s: (j, states[j]) for s, j in ids.items() if states.get(j) in ACTIVE_STATES}
+    busy = {s: (j, states[j]) for s, j in ids.items() if states.get(j) in ACTIVE_STATES}
+    for shard, job_id in ids.items():
+        # Slurm did not answer (or forgot the job): a shard whose worker wrote its stats lately is still
+        # being worked on; submitting it again would only make a second task that the result lock refuses
+        stats = run.read_stats(shard) if states.get(job_id) == UNKNOWN else None
+        if stats and not stats.get("finished") and not stats.get("stopped"):
+            age = time.time() - stats.get("updated_at", 0.0)
+            if age < HEARTBEAT_S:
+                busy[shard] = (job_id, f"working (Slurm state unknown; stats updated {age:.0f} s ago)")
+    return busy
 
 
 def submit_slurm(run: RunDir, shards: list[int], args: argparse.Namespace) -> Submission:

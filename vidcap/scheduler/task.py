@@ -6,18 +6,22 @@ the target runs: the handler only sets the `stop` event the target checks betwee
 returns unfinished, ShardTask calls submitit's handler itself, which pickles this task again
 (`checkpoint`), runs `scontrol requeue` and exits; the rerun calls the target again, and the target
 continues from its durable results.
+
+Slurm sends USR2 to every process of the step, the target's children too (frame readers, multiprocessing's
+resource tracker), which would die of it: `vidcap.signals.signal_sets_event` blocks it in them.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
 import signal
 import threading
 from typing import Any, Callable, Protocol
 
 from submitit.core.job_environment import JobEnvironment
 from submitit.helpers import Checkpointable
+
+from vidcap.signals import signal_sets_event
 
 
 class Outcome(Protocol):
@@ -32,13 +36,6 @@ def _resolve(target: str) -> Callable[..., Outcome]:
     for part in attr.split("."):
         obj = getattr(obj, part)
     return obj  # type: ignore[no-any-return]
-
-
-def _set_on_readable(fd: int, stop: threading.Event) -> None:
-    """Set `stop` once a byte arrives on `fd`; return quietly when the other end is closed."""
-    if os.read(fd, 1):
-        stop.set()
-    os.close(fd)
 
 
 class ShardTask(Checkpointable):
@@ -60,16 +57,9 @@ class ShardTask(Checkpointable):
         usr_sig = JobEnvironment._usr_sig()  # USR2 unless SUBMITIT_PREEMPT_SIGNAL says otherwise
         submitit_handler = signal.getsignal(usr_sig)
         stop = threading.Event()
-        # The handler may run while the main thread holds `stop`'s internal lock (inside stop.wait()), so
-        # it must not call stop.set() itself: it writes a byte that a helper thread turns into set().
-        read_fd, write_fd = os.pipe()
-        threading.Thread(target=_set_on_readable, args=(read_fd, stop), daemon=True).start()
-        signal.signal(usr_sig, lambda signum, frame: os.write(write_fd, b"\0"))
-        try:
+        # SIG_IGN on the way out: a signal after the target returned comes too late to matter
+        with signal_sets_event(usr_sig, stop, after=signal.SIG_IGN):
             outcome = function(*args, stop=stop)
-        finally:
-            signal.signal(usr_sig, signal.SIG_IGN)  # a signal now comes too late to matter
-            os.close(write_fd)
         if not outcome.finished and stop.is_set() and callable(submitit_handler):
             submitit_handler(usr_sig, None)  # checkpoint, scontrol requeue, sys.exit
         return outcome

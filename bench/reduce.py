@@ -1,0 +1,208 @@
+"""Benchmark: Open-Sora merge + remaining, ours (pyarrow, bucketed) against a pandas baseline.
+
+For each size it makes a synthetic manifest (path,num_frames,height,width,aspect_ratio,fps) and 64 CSV
+result parts (path,text; every 4th part also has status) in which ~10% of the manifest is missing,
+~20% of keys appear in two parts and ~5% in three. Each side runs in its own subprocess, so its peak
+RSS is its own, and does the same job: write the merged file and the remaining file. With
+--repeat N the two sides alternate N times and each keeps its best time (the machine may be shared:
+the load average is printed, and CPU seconds are shown beside wall seconds).
+
+    .venv/bin/python bench/reduce.py                 # 1M and 4M rows
+    .venv/bin/python bench/reduce.py --rows 100000   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+WORDS = (
+    "a person walks slowly along the beach at sunset, waves rolling in while the camera pans left "
+    "to show \"golden\" light over rocks; a dog runs past children playing near the water and birds "
+    "fly above the calm sea under a pink sky as the scene fades"
+).split()
+TARGET_SPEEDUP = 5.0
+
+
+def make_data(folder: str, rows: int, parts: int, seed: int = 0) -> None:
+    """Manifest DATA.csv and parts DATA_caption_partNN.csv, built columnar (seconds, even at 4M)."""
+    rng = np.random.default_rng(seed)
+    ids = pa.array(np.arange(rows))
+    paths = pc.binary_join_element_wise(
+        "/data/videos/", pc.utf8_lpad(ids.cast(pa.string()), 9, "0"), ".mp4", ""
+    )
+    frames = rng.integers(48, 2000, rows)
+    manifest = pa.table({
+        "path": paths,
+        "num_frames": pa.array(frames).cast(pa.string()),
+        "height": pa.array(rng.choice([480, 720, 1080], rows)).cast(pa.string()),
+        "width": pa.array(rng.choice([640, 1280, 1920], rows)).cast(pa.string()),
+        "aspect_ratio": pa.array(rng.choice(["0.5625", "0.75"], rows)),
+        "fps": pa.array(rng.choice(["24.0", "25.0", "29.97", "30.0"], rows)),
+    })
+    pacsv.write_csv(manifest, os.path.join(folder, "DATA.csv"))
+
+    covered = rng.permutation(rows)[: int(rows * 0.9)]
+    times = 1 + (rng.random(len(covered)) < 0.20) + (rng.random(len(covered)) < 0.05)
+    key_ids = np.repeat(covered, times)
+    part_of = rng.integers(0, parts, len(key_ids))
+    order = np.lexsort((key_ids, part_of))  # each part in manifest order, like one worker's output
+    key_ids, part_of = key_ids[order], part_of[order]
+    words = pa.array(WORDS)
+    text = pc.binary_join_element_wise(
+        *[words.take(pa.array(rng.integers(0, len(WORDS), len(key_ids)))) for _ in range(16)], " "
+    )
+    status = pa.array(np.where(rng.random(len(key_ids)) < 0.03, "error", "ok"))
+    text = pc.if_else(pc.equal(status, "ok"), text, "")
+    results = pa.table({"path": paths.take(pa.array(key_ids)), "text": text, "status": status})
+    bounds = np.searchsorted(part_of, np.arange(parts + 1))
+    for p in range(parts):
+        part = results.slice(bounds[p], bounds[p + 1] - bounds[p])
+        if p % 4 != 3:
+            part = part.drop_columns(["status"])
+        pacsv.write_csv(part, os.path.join(folder, f"DATA_caption_part{p:02d}.csv"))
+
+
+def part_files(folder: str) -> list[str]:
+    return sorted(os.path.join(folder, n) for n in os.listdir(folder) if n.startswith("DATA_caption_part"))
+
+
+def run_ours(folder: str, budget_mb: int) -> dict:
+    from vidcap.manifest.reduce_parts import merge_parts, remaining_from_done
+
+    start = time.perf_counter()
+    merged = merge_parts(part_files(folder), os.path.join(folder, "ours_merged.csv"), memory_budget=budget_mb << 20)
+    middle = time.perf_counter()
+    rest = remaining_from_done(
+        os.path.join(folder, "DATA.csv"), os.path.join(folder, "ours_merged.csv"),
+        os.path.join(folder, "ours_remaining.csv"), memory_budget=budget_mb << 20,
+    )
+    end = time.perf_counter()
+    return {"seconds": end - start, "phases": {"merge": middle - start, "remaining": end - middle},
+            "merged": merged.written, "remaining": rest.written}
+
+
+def run_pandas(folder: str) -> dict:
+    """Read all parts, concat, drop_duplicates(keep=last), isin: the usual notebook reducer."""
+    import pandas as pd
+
+    start = time.perf_counter()
+    frames = [pd.read_csv(p, dtype=str, keep_default_na=False) for p in part_files(folder)]
+    manifest = pd.read_csv(os.path.join(folder, "DATA.csv"), dtype=str, keep_default_na=False)
+    read = time.perf_counter()
+    merged = pd.concat(frames, ignore_index=True).drop_duplicates(subset="path", keep="last")
+    done = merged["path"][merged["status"].fillna("ok") == "ok"]
+    remaining = manifest[~manifest["path"].isin(done)]
+    compute = time.perf_counter()
+    merged.to_csv(os.path.join(folder, "pandas_merged.csv"), index=False)
+    remaining.to_csv(os.path.join(folder, "pandas_remaining.csv"), index=False)
+    end = time.perf_counter()
+    return {"seconds": end - start, "phases": {"read": read - start, "compute": compute - read, "write": end - compute},
+            "merged": len(merged), "remaining": len(remaining)}
+
+
+def child(side: str, folder: str, budget_mb: int, rows: int, parts: int) -> None:
+    if side == "make":
+        make_data(folder, rows, parts)
+        return
+    result = run_ours(folder, budget_mb) if side == "ours" else run_pandas(folder)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["peak_mb"] = usage.ru_maxrss / 1024
+    result["cpu"] = usage.ru_utime + usage.ru_stime
+    print(json.dumps(result))
+
+
+def in_child(side: str, folder: str, args: argparse.Namespace, rows: int) -> str:
+    """Run one step in a fresh interpreter: its own imports, its own peak RSS. The data is made in a
+    child too: Linux carries the peak RSS across fork and exec, so a parent that had made 4M rows
+    would lend its peak to every later child."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", side, "--data", folder, "--budget-mb", str(args.budget_mb),
+         "--rows", str(rows), "--parts", str(args.parts)],
+        check=True, capture_output=True, text=True,
+    )
+    return out.stdout
+
+
+def measure(side: str, folder: str, args: argparse.Namespace) -> dict:
+    return json.loads(in_child(side, folder, args, 0).strip().splitlines()[-1])
+
+
+def best(runs: list[dict]) -> dict:
+    """The fastest run, with the highest peak RSS seen over all runs (memory does not get lucky)."""
+    fastest = dict(min(runs, key=lambda r: r["seconds"]))
+    fastest["peak_mb"] = max(r["peak_mb"] for r in runs)
+    return fastest
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 4_000_000])
+    parser.add_argument("--parts", type=int, default=64)
+    parser.add_argument("--budget-mb", type=int, default=256, help="our memory budget per bucket")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per side (alternating); best time kept")
+    parser.add_argument("--tmp-dir", default=None, help="where the synthetic data goes (default: system temp)")
+    parser.add_argument("--child", choices=["make", "ours", "pandas"], help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.data, args.budget_mb, args.rows[0], args.parts)
+        return
+
+    print(f"reduce benchmark: {args.parts} CSV parts, budget {args.budget_mb} MB, {os.cpu_count()} cores, "
+          f"pyarrow {pa.__version__}, load average {os.getloadavg()[0]:.1f}")
+    results = {}
+    for rows in args.rows:
+        folder = tempfile.mkdtemp(prefix=f"vidcap-bench-reduce-{rows}-", dir=args.tmp_dir)
+        try:
+            t = time.perf_counter()
+            in_child("make", folder, args, rows)
+            input_mb = sum(os.path.getsize(p) for p in part_files(folder) + [os.path.join(folder, "DATA.csv")]) / 2**20
+            print(f"\n{rows:,} manifest rows: data made in {time.perf_counter() - t:.1f}s ({input_mb:,.0f} MB of CSV)")
+            runs: dict[str, list[dict]] = {"pandas": [], "ours": []}
+            for _ in range(args.repeat):
+                for side in runs:
+                    runs[side].append(measure(side, folder, args))
+            pandas, ours = (best(runs[side]) for side in ("pandas", "ours"))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        for name, r in (("pandas", pandas), ("ours", ours)):
+            phases = ", ".join(f"{k} {v:.2f}s" for k, v in r["phases"].items())
+            print(f"  {name:7s} {r['seconds']:7.2f}s (cpu {r['cpu']:6.1f}s)  peak RSS {r['peak_mb']:6.0f} MB  "
+                  f"merged {r['merged']:,} remaining {r['remaining']:,}  ({phases})")
+        no_write = pandas["seconds"] - pandas["phases"]["write"]
+        print(f"  ratio   {pandas['seconds'] / ours['seconds']:.1f}x faster (pandas without its writes: "
+              f"{no_write / ours['seconds']:.1f}x; cpu {pandas['cpu'] / ours['cpu']:.1f}x), "
+              f"{pandas['peak_mb'] / ours['peak_mb']:.1f}x less memory  (load average {os.getloadavg()[0]:.1f})")
+        if (pandas["merged"], pandas["remaining"]) != (ours["merged"], ours["remaining"]):
+            print("  NOTE: row counts differ (pandas keeps the last row, ours prefers ok over error)")
+        results[rows] = (pandas, ours)
+
+    print("\ntargets:")
+    speedups = {n: p["seconds"] / o["seconds"] for n, (p, o) in results.items()}
+    met = all(s >= TARGET_SPEEDUP for s in speedups.values())
+    print(f"  >= {TARGET_SPEEDUP:.0f}x faster: {'MET' if met else 'MISSED'} "
+          f"({', '.join(f'{n:,} rows {s:.1f}x' for n, s in speedups.items())})")
+    if len(results) > 1:
+        small, large = min(results), max(results)
+        growth = results[large][1]["peak_mb"] / results[small][1]["peak_mb"]
+        pandas_growth = results[large][0]["peak_mb"] / results[small][0]["peak_mb"]
+        flat = growth < 0.5 * large / small
+        print(f"  memory not proportional to rows: {'MET' if flat else 'MISSED'} (rows x{large / small:.1f}: "
+              f"our peak x{growth:.2f}, pandas peak x{pandas_growth:.2f})")
+
+
+if __name__ == "__main__":
+    main()

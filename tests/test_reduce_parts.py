@@ -1,0 +1,338 @@
+"""The Open-Sora reducer forms: merge PART... and remaining MANIFEST --done DONE."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from vidcap.errors import UserError
+from vidcap.manifest import keyhash, reduce_parts
+from vidcap.manifest.buckets import bucket_of
+from vidcap.manifest.keyhash import KeySet, hash_groups, key_hash
+from vidcap.manifest.reduce_parts import merge_parts, remaining_from_done
+from vidcap.manifest.resolve import best_per_key
+
+TINY = 1  # a memory budget that forces the bucketed (on-disk) path
+
+
+def write_csv(path, header, rows):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return str(path)
+
+
+def read_rows(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.reader(f))
+
+
+@pytest.fixture(params=["memory", "buckets"])
+def budget(request):
+    """Every semantic test runs on both paths: B = 1 in memory, and B > 1 through files on disk."""
+    return reduce_parts.DEFAULT_BUDGET if request.param == "memory" else TINY
+
+
+def test_duplicates_across_parts_kept_once_later_part_wins(tmp_path, budget):
+    a = write_csv(tmp_path / "DATA_caption_part0.csv", ["path", "text"], [["v1", "one"], ["v2", "two"]])
+    b = write_csv(tmp_path / "DATA_caption_part1.csv", ["path", "text"], [["v2", "two again"], ["v3", "three"]])
+    counts = merge_parts([a, b], str(tmp_path / "out.csv"), memory_budget=budget)
+    assert read_rows(tmp_path / "out.csv") == [["path", "text"], ["v1", "one"], ["v2", "two again"], ["v3", "three"]]
+    assert (counts.rows, counts.written, counts.ok) == (4, 3, 3)
+
+
+def test_ok_beats_skipped_beats_error_whatever_the_order(tmp_path, budget):
+    header = ["path", "text", "status"]
+    a = write_csv(tmp_path / "a.csv", header, [["v1", "good", "ok"], ["v2", "", "error"], ["v3", "", "error"]])
+    b = write_csv(tmp_path / "b.csv", header, [["v1", "", "error"], ["v2", "", "skipped"], ["v3", "", "error"]])
+    counts = merge_parts([a, b], str(tmp_path / "out.csv"), memory_budget=budget)
+    rows = read_rows(tmp_path / "out.csv")
+    assert rows[1:] == [["v1", "good", "ok"], ["v2", "", "skipped"], ["v3", "", "error"]]
+    assert (counts.ok, counts.skipped, counts.error) == (1, 1, 1)
+
+
+def test_latest_row_wins_among_equals_within_a_part(tmp_path, budget):
+    a = write_csv(tmp_path / "a.csv", ["path", "text"], [["v1", "old"], ["v2", "x"], ["v1", "new"]])
+    merge_parts([a], str(tmp_path / "out.csv"), memory_budget=budget)
+    assert read_rows(tmp_path / "out.csv")[1:] == [["v1", "new"], ["v2", "x"]]
+
+
+def test_output_in_order_of_first_appearance_across_parts(tmp_path, budget):
+    a = write_csv(tmp_path / "a.csv", ["path", "text"], [["c", "1"], ["a", "2"]])
+    b = write_csv(tmp_path / "b.csv", ["path", "text"], [["b", "3"], ["c", "4"], ["d", "5"], ["a", "6"]])
+    merge_parts([a, b], str(tmp_path / "out.csv"), memory_budget=budget)
+    assert [r[0] for r in read_rows(tmp_path / "out.csv")[1:]] == ["c", "a", "b", "d"]
+
+
+def test_columns_are_the_union_and_parquet_keeps_types(tmp_path, budget):
+    a = write_csv(tmp_path / "a.csv", ["path", "text"], [["v1", "one"]])
+    b = str(tmp_path / "b.parquet")
+    pq.write_table(pa.table({"path": ["v2"], "num_frames": pa.array([25], pa.int64()), "text": ["two"]}), b)
+    merge_parts([a, b], str(tmp_path / "out.parquet"), memory_budget=budget)
+    out = pq.read_table(tmp_path / "out.parquet")
+    assert out.column_names == ["path", "text", "num_frames"]
+    assert out.schema.field("num_frames").type == pa.int64()
+    assert out.to_pylist() == [
+        {"path": "v1", "text": "one", "num_frames": None},
+        {"path": "v2", "text": "two", "num_frames": 25},
+    ]
+
+
+def test_a_part_without_status_is_ok_in_ranking_and_in_the_merged_file(tmp_path, budget):
+    a = write_csv(tmp_path / "a.csv", ["path", "text"], [["v1", "caption"]])
+    b = write_csv(tmp_path / "b.csv", ["path", "text", "status"], [["v1", "", "error"], ["v2", "c2", "ok"]])
+    merge_parts([a, b], str(tmp_path / "out.csv"), memory_budget=budget)
+    assert read_rows(tmp_path / "out.csv") == [["path", "text", "status"], ["v1", "caption", "ok"], ["v2", "c2", "ok"]]
+    manifest = write_csv(tmp_path / "DATA.csv", ["path"], [["v1"], ["v2"], ["v3"]])
+    remaining_from_done(manifest, str(tmp_path / "out.csv"), str(tmp_path / "rest.csv"), memory_budget=budget)
+    assert read_rows(tmp_path / "rest.csv") == [["path"], ["v3"]]
+
+
+def test_merge_agrees_with_best_per_key_on_random_results(tmp_path, budget):
+    """The winner of each key is exactly the row resolve.best_per_key picks (the rule is shared)."""
+    rng = random.Random(7)
+    parts, rows = [], []
+    for p in range(6):
+        part_rows = [
+            [f"k{rng.randrange(40)}", f"p{p}r{i}", rng.choice(["ok", "error", "skipped"])] for i in range(30)
+        ]
+        rows += part_rows
+        parts.append(write_csv(tmp_path / f"part{p}.csv", ["path", "text", "status"], part_rows))
+    merge_parts(parts, str(tmp_path / "out.csv"), memory_budget=budget)
+    got = {r[0]: r[1] for r in read_rows(tmp_path / "out.csv")[1:]}
+    table = pa.table({"path": [r[0] for r in rows], "text": [r[1] for r in rows], "status": [r[2] for r in rows]})
+    expected = best_per_key(table, key="path")
+    assert got == dict(zip(expected["path"].to_pylist(), expected["text"].to_pylist()))
+
+
+def test_missing_part_is_a_one_line_error_naming_it_and_writes_nothing(tmp_path):
+    a = write_csv(tmp_path / "a.csv", ["path", "text"], [["v1", "one"]])
+    missing = str(tmp_path / "DATA_caption_part7.csv")
+    with pytest.raises(UserError) as err:
+        merge_parts([a, missing], str(tmp_path / "out.csv"))
+    assert missing in str(err.value) and "\n" not in str(err.value)
+    assert sorted(os.listdir(tmp_path)) == ["a.csv"]
+
+
+def test_part_without_key_column_is_an_error_naming_it(tmp_path):
+    a = write_csv(tmp_path / "a.csv", ["path", "text"], [["v1", "one"]])
+    b = write_csv(tmp_path / "b.csv", ["video", "text"], [["v2", "two"]])
+    with pytest.raises(UserError, match=r"b\.csv: no column 'path'"):
+        merge_parts([a, b], str(tmp_path / "out.csv"))
+
+
+def test_empty_key_is_an_error_naming_part_and_row_and_leaves_no_files(tmp_path, budget):
+    a = write_csv(tmp_path / "a.csv", ["path", "text"], [["v1", "one"]])
+    b = write_csv(tmp_path / "b.csv", ["path", "text"], [["v2", "two"], ["", "three"]])
+    with pytest.raises(UserError, match=r"b\.csv: row 2: empty 'path'"):
+        merge_parts([a, b], str(tmp_path / "out.csv"), memory_budget=budget)
+    assert sorted(os.listdir(tmp_path)) == ["a.csv", "b.csv"]  # no output, no temporary files
+
+
+def test_other_key_column(tmp_path, budget):
+    a = write_csv(tmp_path / "a.csv", ["id", "text"], [["1", "x"], ["2", "y"], ["1", "z"]])
+    merge_parts([a], str(tmp_path / "out.csv"), key="id", memory_budget=budget)
+    assert read_rows(tmp_path / "out.csv")[1:] == [["1", "z"], ["2", "y"]]
+
+
+TRICKY = ["a,b", 'say "hi"', "two\nlines", "vidéo 東京 🎬", " padded ", ""]
+
+
+def test_commas_quotes_newlines_and_non_ascii_survive(tmp_path, budget):
+    keys = [f"/data/{t or 'empty'}.mp4" for t in TRICKY]
+    manifest = write_csv(tmp_path / "DATA.csv", ["path", "note"], [[k, t] for k, t in zip(keys, TRICKY)])
+    part = write_csv(tmp_path / "part.csv", ["path", "text"], [[k, t] for k, t in zip(keys[::2], TRICKY[::2])])
+    merge_parts([part], str(tmp_path / "merged.csv"), memory_budget=budget)
+    assert read_rows(tmp_path / "merged.csv")[1:] == [[k, t] for k, t in zip(keys[::2], TRICKY[::2])]
+    remaining_from_done(manifest, str(tmp_path / "merged.csv"), str(tmp_path / "rest.csv"), memory_budget=budget)
+    assert read_rows(tmp_path / "rest.csv") == [["path", "note"]] + [[k, t] for k, t in zip(keys[1::2], TRICKY[1::2])]
+
+
+def test_remaining_with_done_without_status_counts_every_row(tmp_path, budget):
+    manifest = write_csv(
+        tmp_path / "DATA.csv", ["path", "num_frames", "fps"], [[f"v{i}", str(10 * i), "25"] for i in range(6)]
+    )
+    done = write_csv(tmp_path / "DATA_caption_part0.csv", ["path", "text"], [["v4", "x"], ["v1", "y"], ["zz", "w"]])
+    counts = remaining_from_done(manifest, done, str(tmp_path / "rest.csv"), memory_budget=budget)
+    assert read_rows(tmp_path / "rest.csv") == [
+        ["path", "num_frames", "fps"], ["v0", "0", "25"], ["v2", "20", "25"], ["v3", "30", "25"], ["v5", "50", "25"]
+    ]
+    assert (counts.rows, counts.ok, counts.written) == (6, 2, 4)
+
+
+def test_remaining_with_status_counts_only_ok_rows(tmp_path, budget):
+    manifest = write_csv(tmp_path / "DATA.csv", ["path"], [[f"v{i}"] for i in range(5)])
+    done = str(tmp_path / "merged.parquet")
+    statuses = ["ok", "error", None, "skipped"]
+    texts = ["a", None, None, "d"]
+    pq.write_table(pa.table({"path": ["v0", "v1", "v2", "v3"], "text": texts, "status": statuses}), done)
+    remaining_from_done(manifest, done, str(tmp_path / "rest.csv"), memory_budget=budget)
+    assert read_rows(tmp_path / "rest.csv")[1:] == [["v1"], ["v2"], ["v3"], ["v4"]]
+
+
+def test_remaining_from_several_done_files_keeps_manifest_order_and_types(tmp_path, budget):
+    manifest = str(tmp_path / "DATA.parquet")
+    ids = list(range(100, 0, -1))
+    pq.write_table(pa.table({"path": pa.array(ids, pa.int64()), "fps": pa.array([i / 4 for i in ids])}), manifest)
+    a = write_csv(tmp_path / "a.csv", ["path", "text"], [[str(i), "x"] for i in ids if i % 3 == 0])
+    statuses = [[str(i), "ok" if i % 2 else "error"] for i in ids if i % 5 == 0]
+    b = write_csv(tmp_path / "b.csv", ["path", "status"], statuses)
+    remaining_from_done(manifest, [a, b], str(tmp_path / "rest.parquet"), memory_budget=budget)
+    out = pq.read_table(tmp_path / "rest.parquet")
+    assert out.schema == pq.read_schema(manifest).remove_metadata()
+    assert out["path"].to_pylist() == [i for i in ids if i % 3 and not (i % 5 == 0 and i % 2)]
+    assert out["fps"].to_pylist() == [i / 4 for i in out["path"].to_pylist()]
+
+
+def test_remaining_done_without_key_column_is_an_error(tmp_path):
+    manifest = write_csv(tmp_path / "DATA.csv", ["path"], [["v1"]])
+    done = write_csv(tmp_path / "done.csv", ["video", "text"], [["v1", "x"]])
+    with pytest.raises(UserError, match=r"done\.csv: no column 'path'"):
+        remaining_from_done(manifest, done, str(tmp_path / "rest.csv"))
+
+
+def test_merge_then_remaining_round_trip(tmp_path, budget):
+    manifest = write_csv(tmp_path / "DATA.csv", ["path", "fps"], [[f"v{i}", "30"] for i in range(10)])
+    p0 = write_csv(tmp_path / "p0.csv", ["path", "text", "status"], [["v1", "a", "ok"], ["v2", "", "error"]])
+    p1 = write_csv(tmp_path / "p1.csv", ["path", "text", "status"], [["v2", "", "error"], ["v7", "c", "ok"]])
+    merge_parts([p0, p1], str(tmp_path / "merged.csv"), memory_budget=budget)
+    remaining_from_done(manifest, str(tmp_path / "merged.csv"), str(tmp_path / "rest.csv"), memory_budget=budget)
+    assert [r[0] for r in read_rows(tmp_path / "rest.csv")[1:]] == [f"v{i}" for i in range(10) if i not in (1, 7)]
+
+
+def _random_inputs(tmp_path, rng, parts=12, keys=3000):
+    manifest_rows = [[f"/videos/{i:06d}-{rng.random():.6f}.mp4", str(rng.randrange(300)), "30"] for i in range(keys)]
+    manifest = write_csv(tmp_path / "DATA.csv", ["path", "num_frames", "fps"], manifest_rows)
+    names = []
+    for p in range(parts):
+        header = ["path", "text", "status"] if p % 2 else ["path", "text"]
+        rows = []
+        for i in range(400):
+            row = [rng.choice(manifest_rows)[0], f"caption {p}-{i}, \"quoted\"\nline"]
+            rows.append(row + [rng.choice(["ok", "error", "skipped"])] if p % 2 else row)
+        names.append(write_csv(tmp_path / f"part{p:02d}.csv", header, rows))
+    return manifest, names
+
+
+def _spy(monkeypatch, name, calls):
+    real = getattr(reduce_parts, name)
+    monkeypatch.setattr(reduce_parts, name, lambda *a, **k: calls.append(name) or real(*a, **k))
+
+
+def test_bucketed_merge_gives_exactly_the_in_memory_output(tmp_path, monkeypatch):
+    """The flat-memory path is really taken (B > 1) and is byte-identical to B = 1."""
+    _, parts = _random_inputs(tmp_path, random.Random(3))
+    taken = []
+    _spy(monkeypatch, "_merge_bucketed", taken)
+    merge_parts(parts, str(tmp_path / "mem.csv"))
+    assert taken == []
+    merge_parts(parts, str(tmp_path / "disk.csv"), memory_budget=20_000)
+    assert taken == ["_merge_bucketed"]
+    assert (tmp_path / "mem.csv").read_bytes() == (tmp_path / "disk.csv").read_bytes()
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]  # bucket folders removed
+
+
+def test_remaining_gives_the_same_rows_on_all_three_paths(tmp_path, monkeypatch):
+    """All in memory; DONE's keys held with the manifest streamed past them; both bucketed."""
+    manifest, parts = _random_inputs(tmp_path, random.Random(4))
+    merged = str(tmp_path / "merged.csv")
+    merge_parts(parts, merged)
+    calls = []
+    _spy(monkeypatch, "_remaining_bucketed", calls)
+    _spy(monkeypatch, "iter_batches", calls)
+    keys = [r[0] for r in read_rows(merged)[1:]]
+    held = sum(len(k.encode()) + 4 + reduce_parts.KEYSET_BYTES_PER_KEY for k in keys)  # DONE's keys + KeySet
+    paths = {}
+    for budget in (reduce_parts.DEFAULT_BUDGET, held + 1000, 20_000):
+        calls.clear()
+        remaining_from_done(manifest, merged, str(tmp_path / f"rest-{budget}.parquet"), memory_budget=budget)
+        paths[budget] = calls.count("iter_batches"), "_remaining_bucketed" in calls
+    # DONE is always streamed once; the manifest is streamed only when it does not fit
+    assert list(paths.values()) == [(1, False), (2, False), (2, True)]
+    tables = [pq.read_table(tmp_path / f"rest-{b}.parquet") for b in paths]
+    assert tables[0].num_rows > 0 and all(t.equals(tables[0]) for t in tables)
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
+
+
+@pytest.mark.parametrize("budget", [reduce_parts.DEFAULT_BUDGET, 20_000])
+def test_hash_collisions_never_change_the_answer(tmp_path, monkeypatch, budget):
+    """With a hash so weak that most keys collide, grouping and membership stay exact."""
+    manifest, parts = _random_inputs(tmp_path, random.Random(6), parts=4, keys=300)
+    merge_parts(parts, str(tmp_path / "good.csv"), memory_budget=budget)
+    remaining_from_done(manifest, str(tmp_path / "good.csv"), str(tmp_path / "good-rest.csv"), memory_budget=budget)
+    weak = lambda keys: np.array([len(k) % 3 for k in keys.to_pylist()], dtype=np.uint64)  # noqa: E731
+    monkeypatch.setattr(keyhash, "key_hash", weak)
+    exact = []
+    _spy(monkeypatch, "_group_exact", exact)
+    merge_parts(parts, str(tmp_path / "weak.csv"), memory_budget=budget)
+    remaining_from_done(manifest, str(tmp_path / "weak.csv"), str(tmp_path / "weak-rest.csv"), memory_budget=budget)
+    assert exact  # the exact fallback ran
+    assert (tmp_path / "weak.csv").read_bytes() == (tmp_path / "good.csv").read_bytes()
+    assert (tmp_path / "weak-rest.csv").read_bytes() == (tmp_path / "good-rest.csv").read_bytes()
+
+
+def test_key_set_is_exact_with_duplicates_and_collisions(monkeypatch):
+    keys = pa.array(["a", "bb", "a", "cc", "dd", "é"])
+    probe = pa.array(["a", "b", "cc", "ee", "é", "", "dd"])
+    expected = [True, False, True, False, True, False, True]
+    assert KeySet(keys).contains(probe).tolist() == expected
+    monkeypatch.setattr(keyhash, "key_hash", lambda k: np.zeros(len(k), dtype=np.uint64))
+    assert KeySet(keys).contains(probe).tolist() == expected
+    assert hash_groups(keys) is None
+
+
+def test_bucket_files_go_to_tmp_dir_and_are_removed(tmp_path, monkeypatch):
+    manifest, parts = _random_inputs(tmp_path, random.Random(5), parts=3, keys=200)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    seen = []
+    real = reduce_parts.Partitions
+
+    def spy(folder, *args):
+        seen.append(folder)
+        return real(folder, *args)
+
+    monkeypatch.setattr(reduce_parts, "Partitions", spy)
+    merge_parts(parts, str(tmp_path / "out.csv"), memory_budget=TINY, tmp_dir=str(scratch))
+    assert seen and all(os.path.dirname(f) == str(scratch) for f in seen)
+    assert os.listdir(scratch) == []
+
+
+def test_key_hash_depends_only_on_the_key_text():
+    keys = pa.array(["", "a", "abcdefgh", "abcdefghi", "vidéo/東京.mp4", "x" * 1000, "abcdefgh"])
+    h = key_hash(keys)
+    assert h[2] == h[6] and len(set(h.tolist())) == 6
+    assert (key_hash(keys.slice(2)) == h[2:]).all()
+    assert (key_hash(pa.chunked_array([keys.slice(0, 3), keys.slice(3)])) == h).all()
+    assert (key_hash(keys.cast(pa.large_string())) == h).all()
+    assert (key_hash(pa.array([7, 42])) == key_hash(pa.array(["7", "42"]))).all()
+
+
+def test_buckets_are_balanced():
+    counts = np.bincount(bucket_of(pa.array([f"/data/clip_{i:08d}.mp4" for i in range(70_000)]), 7), minlength=7)
+    assert counts.min() > 9_000 and counts.max() < 11_000
+
+
+def test_csv_parts_read_as_text(tmp_path, budget):
+    a = write_csv(tmp_path / "a.csv", ["path", "num_frames", "fps"], [["v1", "025", "29.970"]])
+    merge_parts([a], str(tmp_path / "out.csv"), memory_budget=budget)
+    assert read_rows(tmp_path / "out.csv") == [["path", "num_frames", "fps"], ["v1", "025", "29.970"]]
+
+
+def test_header_only_inputs_give_header_only_outputs(tmp_path, budget):
+    empty_part = write_csv(tmp_path / "p.csv", ["path", "text"], [])
+    merge_parts([empty_part], str(tmp_path / "out.csv"), memory_budget=budget)
+    assert read_rows(tmp_path / "out.csv") == [["path", "text"]]
+    manifest = write_csv(tmp_path / "DATA.csv", ["path"], [["v1"], ["v2"]])
+    remaining_from_done(manifest, empty_part, str(tmp_path / "rest.csv"), memory_budget=budget)
+    assert read_rows(tmp_path / "rest.csv") == [["path"], ["v1"], ["v2"]]
+    empty_manifest = write_csv(tmp_path / "DATA0.csv", ["path"], [])
+    remaining_from_done(empty_manifest, manifest, str(tmp_path / "rest0.csv"), memory_budget=budget)
+    assert read_rows(tmp_path / "rest0.csv") == [["path"]]

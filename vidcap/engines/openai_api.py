@@ -1,0 +1,406 @@
+"""The OpenAI-compatible API engine: GPT-4o / GPT-4V, or your own server speaking chat completions (vLLM,
+SGLang), through the official `openai` client.
+
+One `caption()` call sends the whole batch from an asyncio loop the engine owns: at most `concurrency`
+requests in flight, starts kept under the requests-per-minute cap, each request retried on 429, 5xx,
+timeouts, dropped connections and malformed answers with backoff (see `api_retry`) up to a bounded number
+of attempts, after which that row, and only that row, is an error with the reason. A refusal, a
+content-filter stop or an empty answer is an error row at once: asking again is billed and rarely helps.
+
+Retries are ours, not the client's (`max_retries=0`): the client gives up on a Retry-After over two
+minutes, backs off at most 8 s with 25% jitter, does not retry malformed JSON, cannot pause the other
+requests when one is rate-limited, and does not say how often it retried. We need all of that, for the
+stats and for staying under the provider's limit over a shard of thousands of requests.
+
+A refused key, a refused permission, an unknown model or URL (404) or an exhausted quota is a fault of
+the setup, not of a row: it raises `ApiSetupError` (a `UserError`) at once and the worker stops, instead
+of writing one error row per video. So does a run whose first requests are all rejected as invalid (4xx)
+before any succeeds. `from_config` also checks the key with GET /models before any batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx2
+from openai import (
+    APIConnectionError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    AsyncOpenAI,
+    AuthenticationError,
+    DefaultAsyncHttpxClient,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+)
+from openai.types.chat import ChatCompletion
+
+from vidcap.engines.api_images import DETAILS, chat_messages
+from vidcap.engines.api_key import redact, resolve_api_key
+from vidcap.engines.api_pricing import price_for
+from vidcap.engines.api_ratelimit import RequestGate
+from vidcap.engines.api_retry import RetryPolicy, parse_retry_after
+from vidcap.engines.base import Caption, Engine, Sample
+from vidcap.errors import UserError
+
+if TYPE_CHECKING:
+    from vidcap.engines import EngineConfig
+
+log = logging.getLogger(__name__)
+
+#: faults worth another attempt, also the names of their counters in the stats
+RETRYABLE_FAULTS = ("rate_limited", "server_error", "timeout", "connection", "malformed")
+_MESSAGE_CHARS = 300
+
+
+class ApiSetupError(UserError):
+    """The API refused the setup (key, permission, model, URL, quota): stop rather than error every row."""
+
+
+@dataclass
+class _Reply:
+    """What one attempt gave: a completion, a retryable `fault`, or a final row `error`."""
+
+    completion: ChatCompletion | None = None
+    fault: str = ""
+    error: str = ""
+    retry_after: float | None = None
+    rejected: bool = False  # the server called the request invalid (4xx): asking again would not help
+
+
+@dataclass
+class _Totals:
+    """Running figures of this engine, reported in the shard stats.
+
+    requests: HTTP attempts (retries included); retries and retry_wait_s: those repeated and the backoff
+    slept; rate_wait_s: time requests were held by the requests-per-minute cap or a Retry-After pause; faults: retryable failures by kind; refused: answers that were a refusal, a content-filter stop
+    or empty; rejected: requests the server called invalid (4xx); usage_missing: answers without token
+    counts (their tokens, hence cost, are not counted); request_seconds: summed time inside requests.
+    """
+
+    rows_ok: int = 0
+    rows_error: int = 0
+    requests: int = 0
+    retries: int = 0
+    retry_wait_s: float = 0.0
+    rate_wait_s: float = 0.0
+    refused: int = 0
+    rejected: int = 0
+    usage_missing: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    max_in_flight: int = 0
+    request_seconds: float = 0.0
+    faults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RETRYABLE_FAULTS, 0))
+
+
+class OpenAIEngine(Engine):
+    name = "openai"
+
+    def __init__(self, *, model: str, api_key: str, api_base: str | None = None, concurrency: int = 8,
+                 requests_per_minute: float | None = None, request_timeout_s: float = 120.0,
+                 retry: RetryPolicy = RetryPolicy(), max_new_tokens: int = 256, image_detail: str = "low",
+                 jpeg_quality: int = 85, jpeg_max_side: int = 768, prices: dict[str, Any] | None = None) -> None:
+        _check_settings(model, concurrency, requests_per_minute, request_timeout_s, retry.max_attempts,
+                        image_detail, jpeg_quality, jpeg_max_side)
+        self.model = model
+        self.concurrency = concurrency
+        self.requests_per_minute = requests_per_minute
+        self._key = api_key
+        self._timeout_s = request_timeout_s
+        self._retry = retry
+        self._max_new_tokens = max_new_tokens
+        self._image = {"detail": image_detail, "quality": jpeg_quality, "max_side": jpeg_max_side}
+        self._price = price_for(model, prices)
+        self._loop = asyncio.new_event_loop()
+        timeout = httpx2.Timeout(request_timeout_s, connect=min(request_timeout_s, 10.0))
+        self._client = AsyncOpenAI(
+            api_key=api_key, base_url=api_base, max_retries=0, timeout=timeout,
+            http_client=DefaultAsyncHttpxClient(
+                timeout=timeout,
+                limits=httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)))
+        self.api_base = _without_userinfo(str(self._client.base_url))
+        self._slots = asyncio.Semaphore(concurrency)
+        self._gate = RequestGate(requests_per_minute)
+        self._rng = random.Random()
+        self._in_flight = 0
+        self._totals = _Totals()
+        self._stopped: ApiSetupError | None = None  # once set, no request leaves any more
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> "OpenAIEngine":
+        """Build from the run config, the key from the environment or key file, and check the key now."""
+        engine = cls(model=config.model, api_key=resolve_api_key(config.api_key_file), api_base=config.api_base,
+                     concurrency=config.concurrency, requests_per_minute=config.requests_per_minute,
+                     request_timeout_s=config.request_timeout_s,
+                     retry=RetryPolicy(max_attempts=config.max_request_attempts),
+                     max_new_tokens=config.max_new_tokens, image_detail=config.image_detail,
+                     jpeg_quality=config.jpeg_quality, jpeg_max_side=config.jpeg_max_side, prices=config.prices)
+        try:
+            engine.check_access()
+        except BaseException:
+            engine.close()
+            raise
+        return engine
+
+    # -- Engine -------------------------------------------------------------------------------------
+    def caption(self, samples: Sequence[Sample]) -> list[Caption]:
+        if not samples:
+            return []
+        return self._loop.run_until_complete(self._caption_batch(samples))
+
+    def check_access(self) -> None:
+        """One cheap request (GET /models) so a wrong key or an unreachable server stops the task at start."""
+        self._loop.run_until_complete(self._check_access())
+
+    def stats(self) -> dict[str, Any]:
+        totals = asdict(self._totals)
+        for name in ("retry_wait_s", "rate_wait_s", "request_seconds"):
+            totals[name] = round(totals[name], 3)
+        cost = self._price.cost(self._totals.prompt_tokens, self._totals.completion_tokens) if self._price else None
+        return {"engine": self.name, "model": self.model, "api_base": self.api_base,
+                "concurrency": self.concurrency, "requests_per_minute": self.requests_per_minute, **totals,
+                "cost_usd": cost, "price": self._price.to_dict() if self._price else None}
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        try:
+            leftover = asyncio.all_tasks(self._loop)  # requests of a batch cut short by an interrupt
+            for task in leftover:
+                task.cancel()
+            if leftover:
+                self._loop.run_until_complete(asyncio.wait(leftover))
+            self._loop.run_until_complete(self._client.close())
+            self._loop.run_until_complete(self._loop.shutdown_default_executor())
+        finally:
+            self._loop.close()
+
+    # -- one batch ----------------------------------------------------------------------------------
+    async def _caption_batch(self, samples: Sequence[Sample]) -> list[Caption]:
+        tasks = [asyncio.ensure_future(self._caption_one(sample)) for sample in samples]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:  # a setup error (or an interrupt): stop the requests still going
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    async def _caption_one(self, sample: Sample) -> Caption:
+        if not sample.frames:  # a text-only request would come back with a caption of nothing
+            return self._finish(sample, Caption(error="no frames to send"), time.monotonic(), 0)
+        # Encode before taking a request slot, so JPEG work (in threads) runs ahead of the requests instead
+        # of delaying them; the batch's JPEGs are small next to the raw frames the batch already holds.
+        try:
+            messages = await asyncio.to_thread(chat_messages, sample.prompt, sample.frames, **self._image)
+        except ValueError as exc:
+            return self._finish(sample, Caption(error=f"cannot encode frames: {exc}"), time.monotonic(), 0)
+        began = 0.0  # first slot taken: latency counts retries, not the queue before
+        prompt_tokens = completion_tokens = 0
+        attempt = 0
+        while True:
+            attempt += 1
+            async with self._slots:
+                began = began or time.monotonic()
+                waited = await self._gate.wait()  # not `+= await`: that would add to a stale total
+                self._totals.rate_wait_s += waited
+                reply = await self._attempt(messages)
+            if reply.completion is not None:
+                used_prompt, used_completion = self._count_usage(reply.completion)
+                prompt_tokens += used_prompt
+                completion_tokens += used_completion
+                caption = self._read_answer(reply.completion)
+                break
+            if reply.rejected:
+                self._stop_if_all_rejected(reply.error)
+            if not reply.fault or attempt >= self._retry.max_attempts:
+                error = f"gave up after {attempt} attempts: {reply.error}" if reply.fault else reply.error
+                caption = Caption(error=error)
+                break
+            delay = self._retry.delay(attempt, reply.retry_after, self._rng)
+            if reply.retry_after:  # the others wait what the server asked; the jitter is this request's own
+                self._gate.pause(min(reply.retry_after, self._retry.max_retry_after_s))
+            log.debug("%s: attempt %d failed (%s), retrying in %.2f s", sample.key, attempt, reply.error, delay)
+            self._totals.retries += 1
+            self._totals.retry_wait_s += delay
+            await asyncio.sleep(delay)
+        caption.prompt_tokens, caption.generated_tokens = prompt_tokens, completion_tokens
+        return self._finish(sample, caption, began, attempt)
+
+    def _finish(self, sample: Sample, caption: Caption, began: float, attempts: int) -> Caption:
+        cost = self._price.cost(caption.prompt_tokens, caption.generated_tokens) if self._price else None
+        caption.extra.update(attempts=attempts, latency_s=round(time.monotonic() - began, 3), cost_usd=cost)
+        if caption.ok:
+            self._totals.rows_ok += 1
+        else:
+            self._totals.rows_error += 1
+            log.warning("%s: %s", sample.key, caption.error)
+        return caption
+
+    # -- one request --------------------------------------------------------------------------------
+    async def _attempt(self, messages: list[dict[str, Any]]) -> _Reply:
+        if self._stopped:  # another request of the batch hit a setup error while this one waited for a slot
+            raise self._stopped
+        self._totals.requests += 1
+        self._in_flight += 1
+        self._totals.max_in_flight = max(self._totals.max_in_flight, self._in_flight)
+        sent = time.monotonic()
+        try:
+            completion = await self._client.chat.completions.create(
+                model=self.model, messages=messages,  # type: ignore[arg-type]
+                max_completion_tokens=self._max_new_tokens)
+        except (AuthenticationError, PermissionDeniedError, NotFoundError) as exc:
+            raise self._setup_error(exc) from None
+        except RateLimitError as exc:
+            if exc.code == "insufficient_quota":
+                raise self._setup_error(exc) from None
+            return self._fault("rate_limited", self._describe(exc), parse_retry_after(exc.response.headers))
+        except APIStatusError as exc:
+            if exc.status_code >= 500 or exc.status_code in (408, 409):
+                return self._fault("server_error", self._describe(exc), parse_retry_after(exc.response.headers))
+            return _Reply(error=self._describe(exc), rejected=True)
+        except APITimeoutError:
+            return self._fault("timeout", f"no answer within {self._timeout_s:g} s")
+        except APIConnectionError as exc:
+            return self._fault("connection", f"connection failed: {redact(str(exc.__cause__ or exc), self._key)}")
+        except (APIResponseValidationError, ValueError) as exc:
+            return self._fault("malformed", f"unreadable answer ({type(exc).__name__})")
+        finally:
+            self._in_flight -= 1
+            self._totals.request_seconds += time.monotonic() - sent
+        if not _is_chat_completion(completion):
+            return self._fault("malformed", "the answer is not a chat completion")
+        return _Reply(completion=completion)
+
+    def _fault(self, fault: str, reason: str, retry_after: float | None = None) -> _Reply:
+        self._totals.faults[fault] += 1
+        return _Reply(fault=fault, error=reason, retry_after=retry_after)
+
+    def _count_usage(self, completion: ChatCompletion) -> tuple[int, int]:
+        """(prompt, completion) tokens of one answer, added to the totals; a server may send no usage."""
+        usage = completion.usage
+        if usage is None:
+            self._totals.usage_missing += 1
+            return 0, 0
+        used = (usage.prompt_tokens or 0, usage.completion_tokens or 0)
+        self._totals.prompt_tokens += used[0]
+        self._totals.completion_tokens += used[1]
+        return used
+
+    def _stop_if_all_rejected(self, error: str) -> None:
+        """Many requests refused as invalid and not one answered: the request is wrong, not the rows (a model
+        without image input, a parameter an older server does not know). Stop rather than error every row."""
+        self._totals.rejected += 1
+        limit = max(10, 2 * self.concurrency)
+        if self._totals.rows_ok == 0 and self._totals.rejected >= limit:
+            self._stopped = ApiSetupError(f"the first {self._totals.rejected} requests were all refused as invalid "
+                                          f"and none succeeded, last: {error} (from {self.api_base})")
+            raise self._stopped
+
+    def _read_answer(self, completion: ChatCompletion) -> Caption:
+        """The caption, or an error row for a refusal, a content-filter stop or an empty answer."""
+        choice = completion.choices[0]
+        finish = getattr(choice, "finish_reason", None)
+        refusal = getattr(choice.message, "refusal", None)
+        text = (choice.message.content or "").strip()
+        extra: dict[str, Any] = {"finish_reason": finish}
+        if refusal:
+            error = f"refused: {redact(str(refusal), self._key)[:_MESSAGE_CHARS]}"
+        elif finish == "content_filter":
+            error = "refused: stopped by the content filter"
+        elif not text:
+            error = f"refused: empty answer (finish_reason={finish})"
+        else:
+            return Caption(text=text, extra=extra)
+        self._totals.refused += 1
+        return Caption(error=error, extra=extra)
+
+    def _describe(self, exc: APIStatusError) -> str:
+        """`HTTP status: message` from the server's answer, with the key removed and the length bounded."""
+        body = exc.body
+        message = body.get("message") if isinstance(body, dict) else body
+        text = str(message or exc.response.reason_phrase or "").strip()
+        return f"HTTP {exc.status_code}: {redact(text, self._key)[:_MESSAGE_CHARS]}"
+
+    def _setup_error(self, exc: APIStatusError) -> ApiSetupError:
+        if exc.status_code == 401:
+            hint = "the API key was refused: check OPENAI_API_KEY or --api-key-file"
+        elif exc.status_code == 403:
+            hint = f"this key may not use model {self.model!r} at this endpoint"
+        elif exc.status_code == 404:
+            hint = f"model {self.model!r} or the API base URL is wrong"
+        else:
+            hint = "the account has no quota left"
+        self._stopped = ApiSetupError(f"{hint} ({self._describe(exc)} from {self.api_base})")
+        return self._stopped
+
+    async def _check_access(self) -> None:
+        reason = ""
+        for attempt in range(1, self._retry.max_attempts + 1):
+            await self._gate.wait()
+            try:
+                await self._client.models.list()
+                return
+            except (AuthenticationError, PermissionDeniedError) as exc:
+                raise self._setup_error(exc) from None
+            except APITimeoutError:
+                reason = f"no answer within {self._timeout_s:g} s"
+            except APIConnectionError as exc:
+                reason = redact(str(exc.__cause__ or exc), self._key)
+            except (APIStatusError, APIResponseValidationError, ValueError):
+                return  # it answered but lists no models (some compatible servers): the first request will tell
+            if attempt < self._retry.max_attempts:
+                await asyncio.sleep(self._retry.delay(attempt, None, self._rng))
+        raise ApiSetupError(f"cannot reach the API at {self.api_base} after {self._retry.max_attempts} "
+                            f"attempts: {reason}")
+
+
+def _is_chat_completion(completion: object) -> bool:
+    """The client does not validate answers: check the little we read, so a bad one is a retryable fault."""
+    if not isinstance(completion, ChatCompletion):
+        return False
+    choices = getattr(completion, "choices", None)
+    if not isinstance(choices, list) or not choices:
+        return False
+    message = getattr(choices[0], "message", None)
+    return message is not None and isinstance(getattr(message, "content", None), (str, type(None)))
+
+
+def _without_userinfo(url: str) -> str:
+    """The URL without `user:password@`, so it can go into stats and messages."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+
+
+def _check_settings(model: str, concurrency: int, requests_per_minute: float | None, request_timeout_s: float,
+                    max_attempts: int, image_detail: str, jpeg_quality: int, jpeg_max_side: int) -> None:
+    problems = []
+    if not model:
+        problems.append("--model is required (e.g. gpt-4o, or the name your server serves)")
+    if concurrency < 1:
+        problems.append(f"--concurrency must be >= 1, got {concurrency}")
+    if requests_per_minute is not None and not requests_per_minute > 0:
+        problems.append(f"--rpm must be > 0, got {requests_per_minute}")
+    if not request_timeout_s > 0:
+        problems.append(f"the request timeout must be > 0 s, got {request_timeout_s}")
+    if max_attempts < 1:
+        problems.append(f"the number of attempts must be >= 1, got {max_attempts}")
+    if image_detail not in DETAILS:
+        problems.append(f"--image-detail must be one of {', '.join(DETAILS)}, got {image_detail!r}")
+    if not 1 <= jpeg_quality <= 100:
+        problems.append(f"--jpeg-quality must be in 1..100, got {jpeg_quality}")
+    if jpeg_max_side < 16:
+        problems.append(f"--jpeg-max-side must be >= 16, got {jpeg_max_side}")
+    if problems:
+        raise UserError("; ".join(problems))

@@ -1,0 +1,456 @@
+"""Reducers for users who already have part files (the Open-Sora forms): merge parts, remaining rows.
+
+`merge_parts` keeps each key once (the `resolve` rule: ok > skipped > error, then the later row) in order
+of first appearance; `remaining_from_done` keeps the manifest rows whose key is not done.
+
+Why this design: the inputs are plain files of any size, with no run folder whose shards already
+partition the keys, and both answers are global (a key's rows may sit in any part). Memory must not
+grow with rows, so:
+  1. What must be held at once (merge: every part row; remaining: DONE's keys) is compared with
+     `memory_budget`. If it fits, the work is one in-memory pass with no disk round-trip (B = 1).
+  2. Otherwise rows are streamed, tagged with their global ordinal, and appended to bucket
+     `hash(key) % B` (an Arrow IPC file), B chosen from the input size so a bucket fits the budget.
+     Equal keys share a bucket, so each bucket is resolved alone, in memory.
+  3. The survivors of each bucket go to B range files by ordinal (the first appearance for merge, the
+     manifest row for remaining); emitting the ranges in order, each sorted in memory, restores the
+     global order without ever holding all rows.
+Keys are grouped and looked up through 64-bit hashes sorted with numpy and confirmed by string
+comparison (`keyhash`): Arrow's own hash tables were slower here and needed several times the key
+bytes. Everything columnar is pyarrow C++ or numpy, no Python loop per row; winners are gathered in
+slices, so no second copy of a bucket is made. Temporary files go next to the output (or in `tmp_dir`)
+and are always removed; the output is written under a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from vidcap.errors import UserError
+from vidcap.manifest.buckets import Partitions, bucket_count, bucket_of
+from vidcap.manifest.io import (
+    DEFAULT_KEY,
+    TableWriter,
+    check_key_column,
+    file_columns,
+    iter_batches,
+    manifest_format,
+    read_table,
+)
+from vidcap.manifest.keyhash import KeySet, hash_groups, key_text
+from vidcap.manifest.reduce_run import ReduceCounts, _tmp_path
+from vidcap.manifest.resolve import status_rank
+
+DEFAULT_BUDGET = 256 << 20  # bytes of input data held at once (peak RSS is a small multiple)
+MAX_BUDGET = 1 << 30  # a held column is combined into one string array, whose offsets stop at 2 GiB
+ORD = "__vidcap_ord"  # a row's number across all inputs, in the order read
+FIRST = "__vidcap_first"  # ordinal of a key's first appearance: merge's output order
+SLICE_ROWS = 1 << 16  # rows gathered (and written) at a time
+SPILL_SHARE = 4  # a file is read whole for spilling only below budget / 4: spilling copies it twice
+KEYSET_BYTES_PER_KEY = 32  # a KeySet's index: hash, order, slot, and lookup temporaries
+_POSITION_BITS = 40  # score = rank << 40 | position: the max score is the winning row
+_COMPRESSED_CSV_RATIO = 5  # a compressed CSV holds about this many times its size in Arrow data
+
+PathLike = str | os.PathLike[str]
+
+
+def merge_parts(
+    parts: Sequence[PathLike],
+    output: PathLike,
+    key: str = DEFAULT_KEY,
+    memory_budget: int = DEFAULT_BUDGET,
+    tmp_dir: PathLike | None = None,
+) -> ReduceCounts:
+    """Every key of the parts once, with the row that counts for it, in order of first appearance.
+
+    Columns are the union over parts (a part missing one gets nulls); CSV parts are text, Parquet
+    parts keep their types (a column typed differently in two parts becomes text).
+    """
+    manifest_format(output)
+    if not parts:
+        raise UserError("merge: no part files given")
+    memory_budget = min(memory_budget, MAX_BUDGET)
+    schema = _union_schema(parts, key)
+    buckets = bucket_count(sum(_arrow_bytes(p) for p in parts), memory_budget)
+    counts = ReduceCounts()
+    with _atomic(output) as tmp, TableWriter(tmp, schema, like=output) as writer:
+        if buckets == 1:
+            table = pa.concat_tables(t for p in parts for t in _chunks(p, schema, key, memory_budget, counts))
+            table = table.combine_chunks()
+            winners, _ = _resolve(table, key)
+            for piece in _gather(table, winners):
+                _tally(counts, piece)
+                writer.write(piece)
+        else:
+            with _scratch(output, tmp_dir) as folder:
+                _merge_bucketed(parts, schema, key, buckets, memory_budget, folder, writer, counts)
+    return counts
+
+
+def remaining_from_done(
+    manifest: PathLike,
+    done: PathLike | Sequence[PathLike],
+    output: PathLike,
+    key: str = DEFAULT_KEY,
+    memory_budget: int = DEFAULT_BUDGET,
+    tmp_dir: PathLike | None = None,
+) -> ReduceCounts:
+    """Manifest rows (every column, manifest order) whose key has no done row in DONE.
+
+    A DONE file with a `status` column counts only its `ok` rows; one without (an Open-Sora part, a
+    caption file) counts every row. Keys compare by their text, so an integer key matches "7".
+    Only DONE's keys are held: while they fit the budget, the manifest streams past them (read
+    whole if it fits what is left); past it, both go to buckets.
+    """
+    manifest_format(output)
+    dones = [done] if isinstance(done, (str, os.PathLike)) else list(done)
+    if not dones:
+        raise UserError("remaining: no DONE file given")
+    memory_budget = min(memory_budget, MAX_BUDGET)
+    schema = _file_schema(manifest)
+    check_key_column(manifest, schema.names, key)
+    done_columns = {}
+    for path in dones:
+        names = file_columns(path)
+        check_key_column(path, names, key)
+        done_columns[path] = [key] + (["status"] if "status" in names else [])
+    counts = ReduceCounts()
+    done_keys = _done_keys(done_columns, key)
+    held, held_bytes = _hold(done_keys, memory_budget)
+    pa.default_memory_pool().release_unused()  # the CSV reader's buffers, before the next big step
+    with _atomic(output) as tmp, TableWriter(tmp, schema, like=output) as writer:
+        if held_bytes <= memory_budget:
+            done_set = KeySet(pa.chunked_array(held, type=pa.string()).combine_chunks())
+            del held
+            for table in _chunks(manifest, schema, key, memory_budget - held_bytes, counts):
+                rows = table.filter(~done_set.contains(key_text(table[key])))
+                writer.write(rows)
+                counts.written += rows.num_rows
+        else:
+            nbytes = _arrow_bytes(manifest) + sum(_arrow_bytes(p, c) for p, c in done_columns.items())
+            with _scratch(output, tmp_dir) as folder:
+                _remaining_bucketed(
+                    manifest, schema, itertools.chain(_drain(held), done_keys), key,
+                    bucket_count(nbytes, memory_budget), memory_budget, folder, writer, counts,
+                )
+    counts.ok = counts.rows - counts.written
+    counts.pending = counts.written
+    return counts
+
+
+def _merge_bucketed(
+    parts: Sequence[PathLike],
+    schema: pa.Schema,
+    key: str,
+    buckets: int,
+    budget: int,
+    folder: str,
+    writer: TableWriter,
+    counts: ReduceCounts,
+) -> None:
+    spill = Partitions(folder, "bucket", buckets, schema.append(pa.field(ORD, pa.int64())))
+    try:
+        for path in parts:
+            for table in _chunks(path, schema, key, budget // SPILL_SHARE, counts):
+                table = table.append_column(ORD, _ordinals(counts.rows - table.num_rows, table.num_rows))
+                spill.append(table, bucket_of(table[key], buckets))
+    finally:
+        spill.close()
+    ranges = Partitions(folder, "range", buckets, schema.append(pa.field(FIRST, pa.int64())))
+    try:
+        for b in range(buckets):
+            table = spill.read(b)
+            winners, first = _resolve(table, key)
+            for lo, piece in zip(range(0, len(winners), SLICE_ROWS), _gather(table, winners)):
+                _tally(counts, piece)
+                ordinals = first[lo : lo + piece.num_rows]
+                piece = piece.drop_columns([ORD]).append_column(FIRST, pa.array(ordinals))
+                ranges.append(piece, _range_of(ordinals, counts.rows, buckets))  # in order: no copy
+            del table
+            spill.remove(b)
+    finally:
+        ranges.close()
+    _write_ranges(ranges, FIRST, writer)
+
+
+def _remaining_bucketed(
+    manifest: PathLike,
+    schema: pa.Schema,
+    done_keys: Iterable[pa.Array],
+    key: str,
+    buckets: int,
+    budget: int,
+    folder: str,
+    writer: TableWriter,
+    counts: ReduceCounts,
+) -> None:
+    rows = Partitions(folder, "rows", buckets, schema.append(pa.field(ORD, pa.int64())))
+    done = Partitions(folder, "done", buckets, pa.schema([(key, pa.string())]))
+    try:
+        for keys in done_keys:
+            done.append(pa.table([keys], names=[key]), bucket_of(keys, buckets))
+        for table in _chunks(manifest, schema, key, budget // SPILL_SHARE, counts):
+            table = table.append_column(ORD, _ordinals(counts.rows - table.num_rows, table.num_rows))
+            rows.append(table, bucket_of(table[key], buckets))
+    finally:
+        rows.close()
+        done.close()
+    ranges = Partitions(folder, "range", buckets, rows.schema)
+    try:
+        for b in range(buckets):
+            table = rows.read(b)
+            done_set = KeySet(key_text(done.read(b)[key]))
+            kept = table.filter(~done_set.contains(key_text(table[key])))
+            del table, done_set
+            ranges.append(kept, _range_of(kept[ORD].to_numpy(), counts.rows, buckets))  # in order: no copy
+            counts.written += kept.num_rows
+            del kept
+            rows.remove(b)
+            done.remove(b)
+    finally:
+        ranges.close()
+    _write_ranges(ranges, ORD, writer)
+
+
+def _resolve(table: pa.Table, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the winning row of each key, in order of the key's first appearance in `table`,
+    and the ordinal (column ORD, else position) of that first appearance.
+
+    Rows must be in read order. The winner of a key is its row with the highest (status rank,
+    position): the rule of `resolve.best_per_key`, computed per group of equal keys instead of by a
+    sort of the strings.
+    """
+    n = table.num_rows
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    score = np.arange(n, dtype=np.int64)
+    if "status" in table.column_names:
+        score |= status_rank(table["status"]).to_numpy().astype(np.int64) << _POSITION_BITS
+    keys = key_text(table[key])
+    groups = hash_groups(keys)
+    if groups is None:
+        best, first = _group_exact(keys, score)
+    else:
+        order, starts = groups
+        best = np.maximum.reduceat(score[order], starts)
+        first = np.minimum.reduceat(order, starts)
+    by_first = _order_of_distinct(first, n)
+    winners = best[by_first] & ((1 << _POSITION_BITS) - 1)
+    first = first[by_first]
+    if ORD in table.column_names:
+        first = table[ORD].to_numpy()[first]
+    return winners, first
+
+
+def _order_of_distinct(values: np.ndarray, bound: int) -> np.ndarray:
+    """argsort of distinct integers in [0, bound), in linear time (a scatter instead of a sort)."""
+    slots = np.full(bound, -1, dtype=np.int64)
+    slots[values] = np.arange(len(values))
+    return slots[slots >= 0]
+
+
+def _group_exact(keys: pa.Array, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Max score and first position per key with Arrow's hash table: exact, for when two different
+    keys share a 64-bit hash (slower and several times the memory, so only then)."""
+    groups = (
+        pa.table({"k": keys, "s": score, "p": np.arange(len(score), dtype=np.int64)})
+        .group_by("k", use_threads=False)
+        .aggregate([("s", "max"), ("p", "min")])
+    )
+    return groups["s_max"].to_numpy(), groups["p_min"].to_numpy()
+
+
+def _gather(table: pa.Table, positions: np.ndarray) -> Iterator[pa.Table]:
+    """table.take(positions) a slice at a time, so the gathered copy never exceeds one slice.
+
+    `table` must be one chunk: pyarrow's take on a chunked table concatenates it on every call."""
+    for lo in range(0, len(positions), SLICE_ROWS):
+        yield table.take(pa.array(positions[lo : lo + SLICE_ROWS]))
+
+
+def _write_ranges(ranges: Partitions, order_by: str, writer: TableWriter) -> None:
+    """Emit the range files in order, each sorted by `order_by` in memory, without that column."""
+    for r in range(len(ranges.paths)):
+        table = ranges.read(r)
+        order = np.argsort(table[order_by].to_numpy(), kind="stable")
+        for piece in _gather(table.drop_columns([order_by]), order):
+            writer.write(piece)
+        del table
+        ranges.remove(r)
+
+
+def _range_of(ordinals: np.ndarray, total: int, count: int) -> np.ndarray:
+    return (ordinals * count // max(total, 1)).astype(np.int32)
+
+
+def _ordinals(start: int, count: int) -> pa.Array:
+    return pa.array(np.arange(start, start + count, dtype=np.int64))
+
+
+def _chunks(path: PathLike, schema: pa.Schema, key: str, whole: int, counts: ReduceCounts) -> Iterator[pa.Table]:
+    """A file's rows, conformed to `schema`, keys checked, counted in `counts.rows`: read whole by
+    pyarrow's parallel reader if it holds at most `whole` bytes, else streamed batch by batch."""
+    first_row = counts.rows
+    if _arrow_bytes(path) <= whole:
+        tables: Iterable[pa.Table] = [read_table(path)]
+    else:
+        tables = (pa.Table.from_batches([batch]) for batch in iter_batches(path))
+    for table in tables:
+        table = _conform(table, schema, path)
+        _check_keys(path, table, key, counts.rows - first_row)
+        counts.rows += table.num_rows
+        yield table
+
+
+def _hold(keys: Iterator[pa.Array], budget: int) -> tuple[list[pa.Array], int]:
+    """Take key arrays from the iterator until it ends or their KeySet would pass the budget; the
+    bytes that KeySet will take (the strings plus its index)."""
+    held: list[pa.Array] = []
+    size = 0
+    for array in keys:
+        held.append(array)
+        size += array.nbytes + KEYSET_BYTES_PER_KEY * len(array)
+        if size > budget:
+            break
+    return held, size
+
+
+def _drain(arrays: list[pa.Array]) -> Iterator[pa.Array]:
+    """Yield and forget: each held array is freed once it has been spilled."""
+    while arrays:
+        yield arrays.pop(0)
+
+
+def _done_keys(done_columns: dict[PathLike, list[str]], key: str) -> Iterator[pa.Array]:
+    """Keys (as text) of the done rows, batch by batch: all rows, or only `ok` ones where there is a status."""
+    for path, columns in done_columns.items():
+        row = 0
+        for batch in iter_batches(path, columns=columns):
+            _check_keys(path, batch, key, row)
+            row += batch.num_rows
+            if "status" in columns:
+                batch = batch.filter(pc.fill_null(pc.equal(batch["status"], "ok"), False))
+            yield key_text(batch[key])
+
+
+def _check_keys(path: PathLike, rows: pa.Table | pa.RecordBatch, key: str, first_row: int = 0) -> None:
+    """A null or empty key is refused, naming the file and data row (1 = first row after the header)."""
+    empty = pc.fill_null(pc.equal(pc.utf8_length(key_text(rows[key])), 0), True)
+    if pc.any(empty).as_py():
+        raise UserError(f"{path}: row {first_row + pc.index(empty, True).as_py() + 1}: empty '{key}'")
+
+
+def _union_schema(parts: Sequence[PathLike], key: str) -> pa.Schema:
+    """Columns of all parts in order of first appearance; checks that every part is readable and keyed."""
+    types: dict[str, pa.DataType] = {}
+    for path in parts:
+        schema = _file_schema(path)
+        check_key_column(path, schema.names, key)
+        for f in schema:
+            types[f.name] = f.type if f.name not in types else _common_type(types[f.name], f.type)
+    return pa.schema(list(types.items()))
+
+
+def _common_type(a: pa.DataType, b: pa.DataType) -> pa.DataType:
+    """Arrow's own widening (int32 + int64, null + anything); text where the types do not meet."""
+    if a == b:
+        return a
+    try:
+        return pa.unify_schemas(
+            [pa.schema([("c", a)]), pa.schema([("c", b)])], promote_options="permissive"
+        ).field("c").type
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.string()
+
+
+def _file_schema(path: PathLike) -> pa.Schema:
+    """The schema rows of `path` are read with: text columns for CSV, the stored types for Parquet."""
+    names = file_columns(path)
+    if manifest_format(path) == "csv":
+        return pa.schema([(n, pa.string()) for n in names])
+    return pq.read_schema(path).remove_metadata()
+
+
+def _conform(table: pa.Table, schema: pa.Schema, path: PathLike) -> pa.Table:
+    """`table` with exactly `schema`'s columns: missing ones null, others cast.
+
+    A missing `status` is `ok`, not null: a part without one holds finished captions, and a merged
+    file must say so, since `remaining` counts only `ok` rows of a file that has a status column."""
+    columns = []
+    for f in schema:
+        if f.name not in table.column_names:
+            missing = pa.nulls(table.num_rows, type=f.type)
+            columns.append(pc.fill_null(missing, pa.scalar("ok", f.type)) if f.name == "status" else missing)
+            continue
+        column = table[f.name]
+        if column.type != f.type:
+            try:
+                column = pc.cast(column, f.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+                raise UserError(f"{path}: column '{f.name}' does not convert to {f.type} ({exc})") from None
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _arrow_bytes(path: PathLike, columns: list[str] | None = None) -> int:
+    """About how many bytes of Arrow data reading `path` (those columns) gives, without reading it.
+
+    Parquet: the uncompressed sizes in its footer. CSV: the file size (an upper bound when only some
+    columns are read), times a ratio when compressed."""
+    if manifest_format(path) == "csv":
+        size = os.path.getsize(path)
+        return size if str(path).lower().endswith(".csv") else size * _COMPRESSED_CSV_RATIO
+    meta = pq.ParquetFile(path).metadata
+    total = 0
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            chunk = group.column(c)
+            if columns is None or chunk.path_in_schema.split(".")[0] in columns:
+                total += chunk.total_uncompressed_size
+    return total
+
+
+def _tally(counts: ReduceCounts, winners: pa.Table) -> None:
+    """Count the kept rows by status (a part without status is all finished captions: ok)."""
+    counts.written += winners.num_rows
+    if "status" not in winners.column_names:
+        counts.ok += winners.num_rows
+        return
+    status = pc.fill_null(winners["status"], "ok")
+    for name in ("ok", "error", "skipped"):
+        setattr(counts, name, getattr(counts, name) + (pc.sum(pc.equal(status, name)).as_py() or 0))
+
+
+@contextmanager
+def _atomic(output: PathLike) -> Iterator[str]:
+    """A temporary name next to `output`, renamed onto it only if the block finishes."""
+    tmp = _tmp_path(output)
+    try:
+        yield tmp
+        os.replace(tmp, output)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@contextmanager
+def _scratch(output: PathLike, tmp_dir: PathLike | None) -> Iterator[str]:
+    """A fresh folder for the bucket files, next to the output or in `tmp_dir`; removed whatever happens."""
+    parent = tmp_dir if tmp_dir is not None else os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(parent):
+        raise UserError(f"{parent}: temporary folder does not exist")
+    folder = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.", suffix=".buckets", dir=parent)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,226 @@
+"""Process groups and the sharded model of one tensor-parallel rank (DeepSpeed AutoTP or transformers TP).
+
+Process groups. The rendezvous store is made here (rank 0 hosts it) so that the watchdog can reuse its
+address for heartbeats. The default group carries the model's collectives: NCCL on GPUs, gloo on CPU (where
+DeepSpeed reduces through its own shared-memory op instead). A second group, always gloo, carries vidcap's
+control traffic (batches, agreement, end): it never mixes with the model's collectives, so a rank that left
+`generate` early (an exception on one rank) cannot pair its small control message with a peer's half-done
+all-reduce and corrupt it; the peers wait instead, and the watchdog ends the task.
+
+DeepSpeed AutoTP (`--tp-backend deepspeed`, default): every rank loads the whole checkpoint on the CPU
+through `hf_load.load_model`, then `deepspeed.init_inference(replace_with_kernel_inject=False)` shards it in
+place and moves its part to the rank's device; the engine gets `ds_engine.module`. AutoTP also shards the
+vision tower, which is exact for CLIP towers (LLaVA family) but wrong for towers with a fused qkv projection
+(Qwen2-VL: logits off by 4e-3): for those families the injection policy names the language decoder layer
+only, and the tower stays whole on every rank. Host memory: the whole model per rank before sharding.
+
+transformers (`--tp-backend transformers`): `from_pretrained(distributed_config=DistributedConfig(
+tp_plan="auto"))`: each rank loads only its shard of the language model (the plan of the checkpoint's class;
+the vision tower is replicated). transformers requires the `accelerate` package for this path.
+
+DeepSpeed's CPU all-reduce creates one 69 MB segment per rank in /dev/shm named after MASTER_ADDR and
+MASTER_PORT, and never removes it: every run leaked them, and a stale segment under a reused port could be
+mapped by a peer before its owner re-created it. Here each rank removes a stale segment of its own name
+before the op starts, and its fresh one as soon as every peer has mapped it (the mappings stay valid), so
+nothing is left even after kill -9.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from vidcap.engines import EngineConfig
+from vidcap.engines.hf import HFEngine
+from vidcap.engines.hf_load import DTYPES, load_model, load_processor, resolve_attn, resolve_dtype
+from vidcap.errors import UserError
+from vidcap.parallel.env import Bounds, RankEnv
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("deepspeed", "transformers")
+#: control-group timeout: followers wait here for rank 0's next message while it reads frames; liveness is
+#: the heartbeat's job, not this timeout's
+CONTROL_TIMEOUT = timedelta(hours=24)
+#: model types whose vision tower DeepSpeed's AutoTP splits wrongly (fused qkv): shard the language model only
+LANGUAGE_ONLY_TYPES = frozenset({"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"})
+#: row-parallel (all-reduce) linears of a Llama/Qwen-style decoder layer
+ROW_PARALLEL = ("self_attn.o_proj", "mlp.down_proj")
+
+
+@dataclass
+class Groups:
+    store: Any
+    control: Any  # gloo group for vidcap's own messages
+    backend: str  # of the default group
+
+
+def rank_device(config: EngineConfig, env: RankEnv) -> torch.device:
+    """cuda:LOCAL_RANK when every GPU of the node is visible, cuda:0 when Slurm bound one GPU to this task;
+    the CPU when asked or when there is no GPU."""
+    want = torch.device(config.device) if config.device else \
+        torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if want.type != "cuda":
+        return want
+    if not torch.cuda.is_available():
+        raise UserError(f"--device {config.device}: CUDA is not available on this machine")
+    count = torch.cuda.device_count()
+    if want.index is not None:
+        index = want.index
+    elif count > env.local_rank:
+        index = env.local_rank
+    elif count == 1:
+        index = 0  # --gpus-per-task: this task sees its own GPU only
+    else:
+        raise UserError(f"tensor-parallel rank {env.rank} (local rank {env.local_rank}) sees {count} GPUs: "
+                        "give each rank a GPU (--gpus-per-task 1) or run on a node with one GPU per rank")
+    torch.cuda.set_device(index)
+    os.environ["LOCAL_RANK"] = str(index)  # what DeepSpeed and transformers bind the rank's device from
+    return torch.device("cuda", index)
+
+
+def init_groups(env: RankEnv, device: torch.device, bounds: Bounds) -> Groups:
+    """Rendezvous (rank 0 hosts the store), the default group for the model, a gloo group for control."""
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    start = timedelta(seconds=bounds.start)
+    try:
+        store = dist.TCPStore(env.master_addr, env.master_port, env.world_size, is_master=env.leader,
+                              timeout=start, wait_for_workers=True)
+    except (RuntimeError, OSError) as exc:
+        raise UserError(f"tensor-parallel rendezvous on {env.master_addr}:{env.master_port} failed for rank "
+                        f"{env.rank}: {_first_line(exc)}") from None
+    dist.init_process_group(backend, store=store, rank=env.rank, world_size=env.world_size,
+                            timeout=max(start, timedelta(seconds=bounds.batch)))
+    control = dist.new_group(backend="gloo", timeout=CONTROL_TIMEOUT)
+    return Groups(store=store, control=control, backend=backend)
+
+
+def load_rank_engine(config: EngineConfig, env: RankEnv, device: torch.device, groups: Groups) -> HFEngine:
+    """This rank's HFEngine over its shard of the model; every rank calls it at the same time."""
+    if not config.model:
+        raise UserError("no model given: pass a hub id or a local checkpoint folder")
+    if config.tp_backend not in BACKENDS:
+        raise UserError(f"unknown --tp-backend {config.tp_backend!r} (choose from {', '.join(BACKENDS)})")
+    processor = load_processor(config.model)
+    if config.tp_backend == "deepspeed":
+        model = _load_deepspeed(config, env, device, groups)
+    else:
+        model = _load_transformers(config, env, device)
+    return HFEngine(model, processor, config, device=device)
+
+
+def _load_deepspeed(config: EngineConfig, env: RankEnv, device: torch.device, groups: Groups) -> Any:
+    if importlib.util.find_spec("deepspeed") is None:
+        raise UserError("--tp-backend deepspeed needs DeepSpeed: pip install deepspeed (DS_BUILD_OPS=0 on a "
+                        "machine without CUDA), or use --tp-backend transformers")
+    import deepspeed
+    from deepspeed.utils import logger as ds_logger
+
+    ds_logger.setLevel(logging.WARNING)
+    dtype = resolve_dtype(config.dtype, device)
+    segment = _shm_segment(env)
+    if device.type == "cpu":
+        _unlink(segment)  # a stale one of ours would be mapped by a peer as if it were new
+        dist.barrier(group=groups.control)
+    deepspeed.init_distributed(dist_backend=groups.backend, timeout=timedelta(seconds=3600))
+    if device.type == "cpu":
+        dist.barrier(group=groups.control)  # every peer has mapped every segment by now
+        _unlink(segment)
+    # the whole checkpoint on the CPU, in the rank's dtype; init_inference shards it and moves the shard
+    name = next(k for k, v in DTYPES.items() if v == dtype)
+    model = load_model(dataclasses.replace(config, device="cpu", dtype=name))
+    policy = language_only_policy(model)
+    kwargs: dict[str, Any] = {}
+    if policy is not None:
+        kwargs["injection_policy"] = policy
+        log.info("DeepSpeed AutoTP limited to the language decoder layers of %s", model.config.model_type)
+    engine = deepspeed.init_inference(model, tensor_parallel={"tp_size": env.world_size}, dtype=dtype,
+                                      replace_with_kernel_inject=False, **kwargs)
+    module = engine.module
+    if device.type == "cuda":
+        module = module.to(device)
+    return module.eval()
+
+
+def language_only_policy(model: Any) -> dict[type, tuple[str, ...]] | None:
+    """For families whose vision tower AutoTP splits wrongly: an injection policy naming only the language
+    decoder layer class and its row-parallel linears. None for every other family (plain AutoTP)."""
+    if getattr(model.config, "model_type", "") not in LANGUAGE_ONLY_TYPES:
+        return None
+    layers = language_layers(model)
+    if layers is None or len(layers) == 0:
+        raise UserError(f"cannot find the language decoder layers of {model.config.model_type} to limit "
+                        "DeepSpeed's tensor parallelism to them; use --tp-backend transformers")
+    layer = layers[0]
+    names = tuple(n for n in ROW_PARALLEL if _has_submodule(layer, n))
+    if len(names) != len(ROW_PARALLEL):
+        raise UserError(f"{type(layer).__name__} has no {' / '.join(ROW_PARALLEL)}: cannot build a DeepSpeed "
+                        "injection policy for it; use --tp-backend transformers")
+    return {type(layer): names}
+
+
+def language_layers(model: Any) -> Any:
+    """The ModuleList of the language model's decoder layers (transformers 5: model.language_model.layers)."""
+    for path in ("model.language_model.layers", "language_model.model.layers", "language_model.layers"):
+        obj = model
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                break
+        if isinstance(obj, torch.nn.ModuleList):
+            return obj
+    return None
+
+
+def _has_submodule(module: Any, name: str) -> bool:
+    try:
+        module.get_submodule(name)
+        return True
+    except AttributeError:
+        return False
+
+
+def _load_transformers(config: EngineConfig, env: RankEnv, device: torch.device) -> Any:
+    if importlib.util.find_spec("accelerate") is None:
+        raise UserError("--tp-backend transformers needs the accelerate package (transformers refuses a "
+                        "tp_plan without it): pip install accelerate")
+    from transformers import AutoModelForImageTextToText
+    from transformers.distributed import DistributedConfig
+
+    kwargs: dict[str, Any] = {"dtype": resolve_dtype(config.dtype, device),
+                              "distributed_config": DistributedConfig(tp_plan="auto")}
+    attn = resolve_attn(config.attn, device)
+    if attn:
+        kwargs["attn_implementation"] = attn
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(config.model, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load model {config.model!r} with transformers' tensor parallelism: "
+                        f"{_first_line(exc)}") from exc
+    return model.eval()
+
+
+def _shm_segment(env: RankEnv) -> Path:
+    """The /dev/shm file DeepSpeed's CPU all-reduce makes for this rank (see shm.cpp: shm_initialize)."""
+    return Path("/dev/shm") / f"deepspeed_allreduce_buffer_{os.getuid()}_{env.master_addr}_{env.master_port}_{env.rank}"
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
