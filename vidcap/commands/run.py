@@ -59,7 +59,8 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-frames", type=int, default=3, help="frames per video (evenly spaced)")
     g.add_argument("--resize", type=int, default=336, help="short side in pixels (0: keep)")
     g.add_argument("--backend", choices=["pyav", "decord"], default="pyav", help="video decoder")
-    g.add_argument("--batch-size", type=int, default=4)
+    g.add_argument("--batch-size", type=int, default=None,
+                   help="videos per batch (default 4; openai: 4 x --concurrency so every slot stays busy)")
     g.add_argument("--readers", type=int, default=1, help="frame-reading processes (0: read in the worker)")
     g.add_argument("--ahead", type=int, default=16, help="videos read ahead of the model at most")
     g.add_argument("--max-attempts", type=int, default=3, help="a row that failed this often is not retried")
@@ -117,6 +118,8 @@ def job_from_args(args: argparse.Namespace, is_video: bool):
     )
     if args.num_frames < 1:
         raise UserError("--num-frames must be at least 1")
+    if args.batch_size is None:
+        args.batch_size = 4 * args.concurrency if args.engine == "openai" else 4
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     return JobConfig(
