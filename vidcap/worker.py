@@ -235,3 +235,14 @@ def run_shard(
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield
+
+
+def run_shards(run: RunDir, shards: list[int], engine: Engine, stop: threading.Event,
+               progress: bool | None = None) -> list[ShardOutcome]:
+    """Run shards one after another with one engine; stop at the first one that stopped early."""
+    outcomes: list[ShardOutcome] = []
+    for index in shards:
+        outcomes.append(run_shard(run, index, engine=engine, stop=stop, progress=progress))
+        if not outcomes[-1].finished:
+            break
+    return outcomes

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 from vidcap.errors import UserError
 from vidcap.parallel.env import Bounds, RankEnv
 from vidcap.parallel.watchdog import EXIT_STALLED, Watchdog, die, set_rank_label
-from vidcap.worker import ShardOutcome, run_shard
+from vidcap.worker import ShardOutcome, run_shards
 
 
 def serve(run_dir: str | Path, shards: Sequence[int], stop: threading.Event | None, env: RankEnv,
@@ -96,11 +96,7 @@ def _lead(run: Any, shards: list[int], stop: threading.Event, job: Any, local: A
     outcomes: list[ShardOutcome] = []
     try:
         check_engine(engine, job)
-        for index in shards:
-            outcome = run_shard(run, index, engine=engine, stop=stop, progress=progress)
-            outcomes.append(outcome)
-            if not outcome.finished:
-                break
+        outcomes = run_shards(run, shards, engine, stop, progress)
     except BaseException as exc:
         code = UserError.exit_code if isinstance(exc, UserError) else 130 if isinstance(exc, KeyboardInterrupt) \
             else 1

@@ -11,7 +11,7 @@ import threading
 from vidcap.engines import create_engine
 from vidcap.jobconfig import check_engine, load_job
 from vidcap.run import RunDir
-from vidcap.worker import ShardOutcome, run_shard, stop_on_signals
+from vidcap.worker import ShardOutcome, run_shards, stop_on_signals
 
 
 def run_local(run: RunDir, shards: list[int], progress: bool = True) -> list[ShardOutcome]:
@@ -28,11 +28,7 @@ def run_local(run: RunDir, shards: list[int], progress: bool = True) -> list[Sha
         engine = create_engine(job.engine)
         try:
             check_engine(engine, job)
-            for index in shards:
-                outcome = run_shard(run, index, engine=engine, stop=stop, progress=progress)
-                outcomes.append(outcome)
-                if not outcome.finished:
-                    break
+            outcomes = run_shards(run, shards, engine, stop, progress)
         finally:
             engine.close()
     return outcomes
