@@ -25,6 +25,7 @@ from vidcap.scheduler.task import ShardTask
 
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
                  "REQUEUE_HOLD", "REQUEUE_FED", "STOPPED", "SIGNALING", "STAGE_OUT"}
+JOB_END_GRACE_S = 60.0  # a task that wrote its last marker still returns its result to submitit and exits
 HEARTBEAT_S = 120.0  # a worker writes its stats after a batch, at most every 10 s (vidcap.worker)
 SINGLE_RANK_TARGET = "vidcap.worker:run_shard"
 TENSOR_PARALLEL_TARGET = "vidcap.parallel:run_shard_ranks"
@@ -95,6 +96,7 @@ def wait_slurm(run: RunDir, submission: Submission, timeout_s: float | None, pol
             done = [s for s in ids if run.is_done(s)]
             bar.update(len(done) - bar.n)
             if len(done) == len(ids):
+                _let_jobs_end(list(ids.values()), min(JOB_END_GRACE_S, max(end - time.monotonic(), 0.0)), poll_s)
                 return
             pending = {s: j for s, j in ids.items() if s not in done}
             states = job_states(list(pending.values()))
@@ -112,3 +114,14 @@ def wait_slurm(run: RunDir, submission: Submission, timeout_s: float | None, pol
             time.sleep(poll_s)
     finally:
         bar.close()
+
+
+def _let_jobs_end(job_ids: list[str], grace_s: float, poll_s: float) -> None:
+    """Every shard is done: wait (a little) for the tasks to exit too, so that what comes next (a merge, a
+    `vidcap status`, a new submission) sees ended jobs, not tasks still writing their submitit result."""
+    end = time.monotonic() + grace_s
+    while time.monotonic() < end:
+        states = job_states(job_ids, timeout_s=max(end - time.monotonic(), 1.0))
+        if not any(state in ACTIVE_STATES for state in states.values()):
+            return
+        time.sleep(min(poll_s, 0.5))
