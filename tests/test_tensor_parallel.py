@@ -258,9 +258,6 @@ def start_slurm_like_ranks(run: RunDir, port: int) -> list[subprocess.Popen[str]
 BOUND_S = 6.0
 
 
-PEER_GONE = "Connection closed by peer"
-
-
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("how", ["kill rank 1", "freeze rank 0", "kill rank 1 under the launcher"])
 def test_lost_rank_fails_the_task_within_the_bound_and_a_rerun_finishes(
@@ -301,17 +298,18 @@ def test_lost_rank_fails_the_task_within_the_bound_and_a_rerun_finishes(
     assert survivor.returncode not in (0, None)
     assert elapsed < BOUND_S + 10, f"the task took {elapsed:.1f} s to fail"
     if how == "kill rank 1":
-        # rank 0 sees the loss either in gloo (the peer's socket closes) or, stuck in DeepSpeed's
-        # shared-memory all-reduce, through its watchdog: both end the task within the bound
+        # rank 0 sees the loss either in gloo (the peer's socket closes or resets) or, stuck in DeepSpeed's
+        # shared-memory all-reduce, through its watchdog: both end the task within the bound, in one line
         assert "tensor-parallel rank 0/2" in err and (f"did not finish within {BOUND_S:g} s" in err
-                                                     or "lost contact" in err or PEER_GONE in err), err[-3000:]
+                                                     or "lost contact with another rank" in err), err[-3000:]
+        assert "Traceback" not in err, err[-3000:]
     elif how == "freeze rank 0":
         stalled = f"did not finish within {BOUND_S:g} s" in err or f"no heartbeat from rank 0 for {BOUND_S:g} s" in err
         assert "tensor-parallel rank 1/2" in err and stalled, err[-3000:]
         victim.kill()
     else:
         # the launcher names the killed rank, unless rank 0 reported the closed connection first
-        assert "tensor-parallel rank 1/2: killed by SIGKILL" in err or PEER_GONE in err, err[-3000:]
+        assert "tensor-parallel rank 1/2: killed by SIGKILL" in err or "lost contact" in err, err[-3000:]
         assert "rerun to continue" in err
         assert not rank_processes(run)
     for p in procs:

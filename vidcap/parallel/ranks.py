@@ -47,6 +47,9 @@ def serve(run_dir: str | Path, shards: Sequence[int], stop: threading.Event | No
     except BaseException as exc:  # noqa: BLE001 - a traceback for bugs, then the one-line reason
         if isinstance(exc, KeyboardInterrupt):
             die("interrupted", code=130)
+        lost = peer_loss(exc)
+        if lost:  # another rank died: its own line (or the launcher's) says why; no traceback here
+            die(f"lost contact with another rank ({lost})", code=EXIT_STALLED)
         traceback.print_exc()
         die(_describe(exc), code=1)
     raise AssertionError("unreachable")
@@ -100,7 +103,8 @@ def _lead(run: Any, shards: list[int], stop: threading.Event, job: Any, local: A
     except BaseException as exc:
         code = UserError.exit_code if isinstance(exc, UserError) else 130 if isinstance(exc, KeyboardInterrupt) \
             else 1
-        _abort_followers(channel, str(exc) if isinstance(exc, UserError) else _describe(exc), code)
+        if not peer_loss(exc):  # with a peer gone, telling the others would only fail the same way
+            _abort_followers(channel, str(exc) if isinstance(exc, UserError) else _describe(exc), code)
         raise
     with watchdog.busy("telling the other ranks the shard is over", bounds.batch):
         channel.send("end", outcomes=outcomes)
@@ -115,12 +119,18 @@ def _follow(local: Any, channel: Any, watchdog: Watchdog, bounds: Bounds) -> lis
     except RankAborted as exc:
         raise _Aborted(f"rank 0 failed: {exc}", exc.code) from None
     except RuntimeError as exc:  # gloo: the connection to rank 0 closed
-        raise _Aborted(f"lost contact with rank 0 ({_describe(exc)})", EXIT_STALLED) from None
+        raise _Aborted(f"lost contact with rank 0 ({peer_loss(exc) or _describe(exc)})", EXIT_STALLED) from None
 
 
 def _abort_followers(channel: Any, reason: str, code: int) -> None:
     """Best effort: a follower stuck in the model's collectives never reads it (its watchdog ends it)."""
-    thread = threading.Thread(target=lambda: channel.send("abort", reason=reason, code=code), daemon=True)
+    def tell() -> None:
+        try:
+            channel.send("abort", reason=reason, code=code)
+        except Exception:  # noqa: BLE001 - a follower already gone: its own watchdog or death says why
+            pass
+
+    thread = threading.Thread(target=tell, daemon=True)
     thread.start()
     thread.join(timeout=5)
 
@@ -136,6 +146,29 @@ def _finish(groups: Any, watchdog: Watchdog, bounds: Bounds) -> None:
         dist.destroy_process_group()
     except Exception:  # noqa: BLE001 - the work is done and written
         pass
+
+
+#: how the collective backends word a peer that went away (gloo's tcp transport, c10d's store, NCCL)
+_PEER_LOSS_MARKERS = ("gloo/transport", "Connection reset by peer", "Connection closed by peer", "Broken pipe",
+                      "Connection refused", "ProcessGroupNCCL", "NCCL communicator was aborted")
+
+
+def peer_loss(exc: BaseException) -> str | None:
+    """The short reason when `exc` says a peer rank went away (its socket closed or reset), else None.
+
+    torch raises these as a plain RuntimeError (gloo) or a DistError; the text is all that tells them
+    from a bug. The reason drops gloo's source path and its advice: "Read error [127.0.0.1]:24751:
+    Connection reset by peer"."""
+    import torch.distributed as dist
+
+    text = str(exc)
+    if not (isinstance(exc, getattr(dist, "DistError", ())) or isinstance(exc, RuntimeError)
+            and any(marker in text for marker in _PEER_LOSS_MARKERS)):
+        return None
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    if first.startswith("[") and "] " in first:
+        first = first.split("] ", 1)[1]
+    return first.split(". This is typically")[0].strip()
 
 
 def _describe(exc: BaseException) -> str:
