@@ -33,6 +33,7 @@ class ShardState:
     job_id: str = ""
     slurm: str = ""
     videos_per_s: float = 0.0
+    spent: dict[str, float | int] = field(default_factory=dict)  # cost and tokens of every attempt's rows
     log_tail: list[str] = field(default_factory=list)
 
     @property
@@ -40,12 +41,16 @@ class ShardState:
         return self.rows - self.ok
 
 
-def _result_counts(run: RunDir, index: int) -> tuple[int, int]:
-    best = best_per_key(read_results(run, index), key="key")
+def _result_counts(run: RunDir, index: int) -> tuple[int, int, dict[str, float | int]]:
+    """(ok keys, failed keys, spending) from the result store: every row ever written counts as spent."""
+    from vidcap.worker import spent_in
+
+    results = read_results(run, index)
+    best = best_per_key(results, key="key")
     if best.num_rows == 0:
-        return 0, 0
+        return 0, 0, {}
     ok = pc.sum(pc.equal(best["status"], "ok")).as_py() or 0
-    return ok, best.num_rows - ok
+    return ok, best.num_rows - ok, spent_in(results)
 
 
 def _log_tail(run: RunDir, job_id: str) -> list[str]:
@@ -86,7 +91,7 @@ def shard_states(run: RunDir, timeout_s: float = 20.0) -> list[ShardState]:
         states = job_states(slurm_ids, timeout_s=timeout_s)
     report = []
     for index, rows in enumerate(sizes):
-        ok, error = _result_counts(run, index)
+        ok, error, spent = _result_counts(run, index)
         stats = run.read_stats(index)
         job_id = jobs.get(index, "")
         slurm = states.get(job_id, "")
@@ -104,7 +109,7 @@ def shard_states(run: RunDir, timeout_s: float = 20.0) -> list[ShardState]:
         else:
             state = _local_state(stats)
         speed = stats.get("videos_per_s", 0.0) if stats and state == "running" else 0.0
-        entry = ShardState(index, state, rows, ok, error, job_id, slurm, speed)
+        entry = ShardState(index, state, rows, ok, error, job_id, slurm, speed, spent)
         if state == "failed" and job_id:
             entry.log_tail = _log_tail(run, job_id)
         report.append(entry)
@@ -148,9 +153,16 @@ def format_status(run: RunDir, report: list[ShardState], show_all: bool = False)
         f"rows      ok {ok}  error {error}  remaining {remaining}  ({100.0 * ok / max(rows, 1):.1f}% done)",
         f"speed     {rate:.2f} videos/s{' (running shards)' if running_rate else ' (so far)'}  ETA {eta}",
     ]
-    cost = _cost(run, len(report))
-    if cost is not None:
-        lines.append(f"cost      ${cost:.4f} estimated so far (API prices table; see --prices-file)")
+    cost = [s.spent["cost_usd"] for s in report if "cost_usd" in s.spent]
+    tokens_in = sum(s.spent.get("prompt_tokens", 0) for s in report)
+    tokens_out = sum(s.spent.get("generated_tokens", 0) for s in report)
+    if cost:
+        per_ok = f", ${sum(cost) / ok:.5f} per captioned video" if ok else ""
+        lines.append(f"cost      ${sum(cost):.4f} estimated so far{per_ok}; every attempt counted "
+                     f"({tokens_in} input + {tokens_out} output tokens; prices: --prices-file)")
+    elif engine.get("engine") == "openai" and tokens_in:
+        lines.append(f"cost      unknown: no price for {engine.get('model')!r} (--prices-file); "
+                     f"{tokens_in} input + {tokens_out} output tokens so far")
     shown = [s for s in report if show_all or s.state != "done"]
     if shown:
         lines += ["", f"{'shard':>6}  {'state':<13} {'job':<12} {'slurm':<11} {'rows':>6} {'ok':>6} {'error':>6} "
@@ -165,17 +177,6 @@ def format_status(run: RunDir, report: list[ShardState], show_all: bool = False)
             lines.append(f"\nshard {s.index} (job {s.job_id}, {s.slurm}): last lines of its log")
             lines += [f"    {line}" for line in s.log_tail] or ["    (no log)"]
     return "\n".join(lines)
-
-
-def _cost(run: RunDir, shards: int) -> float | None:
-    total, known = 0.0, False
-    for i in range(shards):
-        stats = run.read_stats(i) or {}
-        value = (stats.get("engine") or {}).get("cost_usd")
-        if value is not None:
-            total += value
-            known = True
-    return total if known else None
 
 
 def _duration(seconds: float) -> str:
