@@ -1,7 +1,8 @@
 """A real chat-completions server on 127.0.0.1, for the API engine's tests and benchmark.
 
 It answers from the images it receives, so a test can tell which video a caption came from: for each
-image, its size and mean colour ("2 images: 64x48 rgb(16,40,88); 64x48 rgb(40,40,88)"). It can require
+image, its size and mean colour ("2 images: 64x48 rgb(16,40,88); 64x48 rgb(40,40,88)"), and for a frame of
+a synthetic video (vidcap.synth) the seed and frame index drawn into it ("... seed 7 frame 3"). It can require
 an API key (401 otherwise, echoing the key it got, as a careless server might), add a fixed latency, and
 inject faults chosen per request by a rule the test gives. It counts requests, requests in flight (the
 most at once, too) and logs when each request arrived. Run it with `with FakeOpenAIServer(...) as server:`.
@@ -23,7 +24,10 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
+import numpy as np
 from PIL import Image, ImageStat
+
+from vidcap.synth import frame_signature
 
 #: the faults a rule may ask for
 FAULTS = ("429", "quota", "500", "503", "slow", "drop", "malformed", "not_completion", "refusal",
@@ -39,20 +43,29 @@ class RequestInfo:
     index: int  # 0-based arrival order among chat requests
     attempt: int  # 1-based: how many times this same payload (prompt and images) has arrived
     prompt: str
+    answer: str = ""  # what the server would answer (describe_images): a rule can pick a video by its seed
 
 
 FaultRule = Callable[[RequestInfo], "str | None"]
 
 
 def describe_images(urls: list[str]) -> str:
-    """The answer for these image data URLs: size and rounded mean colour of each."""
+    """The answer for these image data URLs: size, rounded mean colour and (synthetic frames) signature."""
     parts = []
     for url in urls:
         image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
         width, height = image.size
-        image.draft("RGB", (width // 8, height // 8))  # decode at 1/8 scale: same mean, a quarter of the CPU
-        r, g, b = (int(round(v)) for v in ImageStat.Stat(image.convert("RGB")).mean)
-        parts.append(f"{width}x{height} rgb({r},{g},{b})")
+        # decode at down to 1/8 scale (same mean, a quarter of the CPU), keeping enough pixels per signature cell
+        image.draft("RGB", (max(width // 8, min(width, 96)), max(height // 8, min(height, 64))))
+        rgb = image.convert("RGB")
+        r, g, b = (int(round(v)) for v in ImageStat.Stat(rgb).mean)
+        part = f"{width}x{height} rgb({r},{g},{b})"
+        try:
+            seed, index = frame_signature(np.asarray(rgb))
+            part += f" seed {seed} frame {index}"
+        except ValueError:  # not a frame of a synthetic video
+            pass
+        parts.append(part)
     return f"{len(urls)} images: " + "; ".join(parts)
 
 
@@ -102,9 +115,10 @@ class FakeOpenAIServer:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
 
     # -- bookkeeping (called from handler threads) ----------------------------------------------------
-    def _arrive(self, digest: str, prompt: str) -> RequestInfo:
+    def _arrive(self, digest: str, prompt: str, answer: str) -> RequestInfo:
         with self._lock:
-            info = RequestInfo(index=self.chat_requests, attempt=self.attempts[digest] + 1, prompt=prompt)
+            info = RequestInfo(index=self.chat_requests, attempt=self.attempts[digest] + 1, prompt=prompt,
+                               answer=answer)
             self.chat_requests += 1
             self.attempts[digest] += 1
             self.log.append((time.monotonic(), info))
@@ -158,7 +172,8 @@ class _Handler(BaseHTTPRequestHandler):
         prompt = "".join(part["text"] for part in content if part["type"] == "text")
         urls = [part["image_url"]["url"] for part in content if part["type"] == "image_url"]
         digest = hashlib.sha256(json.dumps([prompt, urls]).encode()).hexdigest()
-        info = self.fake._arrive(digest, prompt)
+        answer = describe_images(urls)
+        info = self.fake._arrive(digest, prompt, answer)
         self._flying = True
         try:
             if not self._authorized():
@@ -170,7 +185,6 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None:
                 with self.fake._lock:
                     self.fake.faults_sent[fault] += 1
-            answer = describe_images(urls)
             self._answer(request, prompt, urls, answer, fault, received)
         finally:
             self._land()
