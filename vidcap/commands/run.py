@@ -71,6 +71,8 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--concurrency", type=int, default=8, help="requests in flight")
     g.add_argument("--rpm", type=float, help="requests per minute at most")
     g.add_argument("--request-timeout", type=float, default=120.0, help="seconds per request")
+    g.add_argument("--request-attempts", type=int, default=6,
+                   help="tries per video on 429, 5xx, timeouts and dropped connections (then an error row)")
     g.add_argument("--image-detail", choices=["low", "high", "auto"], default="low")
     g.add_argument("--jpeg-quality", type=int, default=85)
     g.add_argument("--jpeg-max-side", type=int, default=768)
@@ -113,6 +115,7 @@ def job_from_args(args: argparse.Namespace, is_video: bool):
         device=args.device, tp_size=args.tp_size, tp_backend=args.tp_backend, api_base=args.api_base,
         api_key_file=str(Path(args.api_key_file).absolute()) if args.api_key_file else None,
         concurrency=args.concurrency, requests_per_minute=args.rpm, request_timeout_s=args.request_timeout,
+        max_request_attempts=args.request_attempts,
         image_detail=args.image_detail, jpeg_quality=args.jpeg_quality, jpeg_max_side=args.jpeg_max_side,
         prices=prices, noop_latency_s=args.noop_latency,
     )

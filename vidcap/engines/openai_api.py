@@ -65,6 +65,10 @@ class ApiSetupError(UserError):
     """The API refused the setup (key, permission, model, URL, quota): stop rather than error every row."""
 
 
+class ApiUnreachableError(ApiSetupError):
+    """No answer from the API at all (refused connection, DNS, timeouts): from where this runs, at least."""
+
+
 @dataclass
 class _Reply:
     """What one attempt gave: a completion, a retryable `fault`, or a final row `error`."""
@@ -360,8 +364,8 @@ class OpenAIEngine(Engine):
                 return  # it answered but lists no models (some compatible servers): the first request will tell
             if attempt < self._retry.max_attempts:
                 await asyncio.sleep(self._retry.delay(attempt, None, self._rng))
-        raise ApiSetupError(f"cannot reach the API at {self.api_base} after {self._retry.max_attempts} "
-                            f"attempts: {reason}")
+        raise ApiUnreachableError(f"cannot reach the API at {self.api_base} after {self._retry.max_attempts} "
+                                  f"attempt{'s' if self._retry.max_attempts > 1 else ''}: {reason}")
 
 
 def _is_chat_completion(completion: object) -> bool:

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from vidcap.errors import UserError
 from vidcap.jobconfig import load_job
 from vidcap.run import RunDir
+from vidcap.scheduler.preflight import check_before_submit
 from vidcap.scheduler.resources import SlurmResources
 from vidcap.scheduler.slurm import FINAL_STATES, UNKNOWN, job_states, submit_array
 from vidcap.scheduler.slurm_args import resources_from_args
@@ -69,6 +70,7 @@ def submit_slurm(run: RunDir, shards: list[int], args: argparse.Namespace) -> Su
     if not todo:
         print(f"{run.root}: nothing to submit")
         return Submission("slurm", [])
+    check_before_submit(job, "slurm")
     config = run.load_config()
     config["submit"] = {"executor": "slurm", "resources": dataclasses.asdict(resources)}
     run.save_config(config)
