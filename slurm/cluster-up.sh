@@ -35,6 +35,7 @@ install_if_changed() {  # install_if_changed SRC DEST MODE -> 0 when DEST change
 }
 [ "$(id -u)" = 0 ] || { echo "cluster-up.sh must run as root" >&2; exit 1; }
 # one bring-up at a time (several `make test` may start together); cluster-down takes the same lock
+# (daemons are started with fd 9 closed: one that kept it would hold the lock for as long as it runs)
 exec 9>/run/vidcap-cluster.lock
 flock 9
 
@@ -61,7 +62,7 @@ install -d -o munge -g munge -m 0755 /run/munge
 install -d -o munge -g munge -m 0700 /var/log/munge /var/lib/munge
 if ! pid_alive /run/munge/munged.pid || ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
   log "starting munged"
-  runuser -u munge -- /usr/sbin/munged
+  runuser -u munge -- /usr/sbin/munged 9>&-
   for _ in $(seq 50); do munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 munge -n | unmunge >/dev/null
@@ -135,7 +136,7 @@ if [ "$ACCOUNTING" = 1 ]; then
   if ! mariadb-admin ping >/dev/null 2>&1; then
     log "starting mariadbd"
     setsid /usr/sbin/mariadbd --user=mysql --pid-file=/run/mysqld/mysqld.pid \
-      >>/var/log/slurm/mariadbd.out 2>&1 </dev/null &
+      >>/var/log/slurm/mariadbd.out 2>&1 </dev/null 9>&- &
     for _ in $(seq 150); do mariadb-admin ping >/dev/null 2>&1 && break; sleep 0.2; done
     mariadb-admin ping >/dev/null
   fi
@@ -157,7 +158,7 @@ StorageUser=slurm
 StoragePass=${DB_PASS}
 DBD_EOF
   install_if_changed "$DBD" /etc/slurm/slurmdbd.conf 0600 && stop_pid /run/slurm/slurmdbd.pid
-  if ! pid_alive /run/slurm/slurmdbd.pid; then log "starting slurmdbd"; /usr/sbin/slurmdbd; fi
+  if ! pid_alive /run/slurm/slurmdbd.pid; then log "starting slurmdbd"; /usr/sbin/slurmdbd 9>&-; fi
   for _ in $(seq 150); do sacctmgr -n -P show cluster >/dev/null 2>&1 && break; sleep 0.2; done
   sacctmgr -n -P show cluster format=cluster | grep -qx "$CLUSTER" || sacctmgr -i add cluster "$CLUSTER" >/dev/null
 fi
@@ -167,8 +168,8 @@ if [ "$CONF_CHANGED" = 1 ]; then
   stop_pid /run/slurm/slurmd.pid
   stop_pid /run/slurm/slurmctld.pid
 fi
-if ! pid_alive /run/slurm/slurmctld.pid; then log "starting slurmctld"; /usr/sbin/slurmctld; fi
-if ! pid_alive /run/slurm/slurmd.pid; then log "starting slurmd"; /usr/sbin/slurmd -N localhost; fi
+if ! pid_alive /run/slurm/slurmctld.pid; then log "starting slurmctld"; /usr/sbin/slurmctld 9>&-; fi
+if ! pid_alive /run/slurm/slurmd.pid; then log "starting slurmd"; /usr/sbin/slurmd -N localhost 9>&-; fi
 
 # ---------------------------------------------------------------- wait for the node
 state=""
