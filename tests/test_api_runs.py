@@ -159,7 +159,7 @@ def test_before_a_slurm_submit_the_key_is_checked_and_its_route_advised(
         assert vidcap(capsys, "submit", manifest, "--run", tmp_path / "run", "--prepare-only", *COMMON,
                       "--api-base", server.base_url)[0] == 0
         job = load_job(RunDir.at(tmp_path / "run"))
-        check_before_submit(job, "slurm")  # the key from the environment: works, with advice
+        check_before_submit(job)  # the key from the environment: works, with advice
         err = capsys.readouterr().err
         assert "warning: the API key goes to the tasks in their environment (OPENAI_API_KEY)" in err
         assert "--api-key-file" in err and KEY not in err
@@ -168,16 +168,16 @@ def test_before_a_slurm_submit_the_key_is_checked_and_its_route_advised(
         key_file.write_text(KEY + "\n")
         key_file.chmod(0o644)
         monkeypatch.delenv("OPENAI_API_KEY")
-        check_before_submit(dataclass_with(job, api_key_file=str(key_file)), "slurm")
+        check_before_submit(dataclass_with(job, api_key_file=str(key_file)))
         assert f"can be read by others (mode -rw-r--r--); chmod 600 {key_file}" in capsys.readouterr().err
         key_file.chmod(0o600)
-        check_before_submit(dataclass_with(job, api_key_file=str(key_file)), "slurm")
+        check_before_submit(dataclass_with(job, api_key_file=str(key_file)))
         assert capsys.readouterr().err == ""
         assert server.model_list_requests == 3 and server.chat_requests == 0
 
     # nothing answers at that address: a warning (compute nodes may reach it), not a refusal
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    check_before_submit(job, "local")
+    check_before_submit(job)
     assert "warning: cannot reach the API at" in capsys.readouterr().err
 
 

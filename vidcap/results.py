@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vidcap.errors import UserError
@@ -237,3 +238,20 @@ class ResultWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: what every attempt at a shard has spent, summed over all its result rows (superseded ones too)
+SPENT_COLUMNS = ("cost_usd", "prompt_tokens", "generated_tokens")
+
+
+def spent_in(results: pa.Table) -> dict[str, float | int]:
+    """Cost and tokens recorded in result rows. The store keeps every row ever written (an error row that a
+    later attempt replaced, a refusal that was billed), so this is what earlier attempts spent; requests
+    cut off by a kill before their batch was written are the only spending it cannot see."""
+    spent: dict[str, float | int] = {}
+    for name in SPENT_COLUMNS:
+        if name in results.column_names:
+            total = pc.sum(results[name]).as_py()
+            if total is not None:
+                spent[name] = total
+    return spent

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 
 from vidcap.manifest.resolve import best_per_key
-from vidcap.results import read_results
+from vidcap.results import read_results, spent_in
 from vidcap.run import RunDir
 
 FRESH_S = 120.0  # stats newer than this count a shard as running (local runs have no scheduler to ask)
@@ -43,8 +43,6 @@ class ShardState:
 
 def _result_counts(run: RunDir, index: int) -> tuple[int, int, dict[str, float | int]]:
     """(ok keys, failed keys, spending) from the result store: every row ever written counts as spent."""
-    from vidcap.worker import spent_in
-
     results = read_results(run, index)
     best = best_per_key(results, key="key")
     if best.num_rows == 0:

@@ -49,12 +49,11 @@ def resolve_paths(values: list[str], job: JobConfig, manifest_path: str) -> list
     return [v if os.path.isabs(v) else str(root / v) for v in values]
 
 
-def rows_to_do(run: RunDir, index: int, shard: pa.Table, key: str, max_attempts: int,
-               results: pa.Table | None = None) -> tuple[pa.Table, int, int]:
+def rows_to_do(run: RunDir, index: int, shard: pa.Table, key: str, max_attempts: int) -> tuple[pa.Table, int, int]:
     """Shard rows that still need a caption: no `ok` result yet and fewer than `max_attempts` failures.
 
     Returns (rows, already ok, given up)."""
-    best = best_per_key(read_results(run, index) if results is None else results, key="key")
+    best = best_per_key(read_results(run, index), key="key")
     if best.num_rows == 0:
         return shard, 0, 0
     ok_keys = best.filter(pc.equal(best["status"], STATUS_OK))["key"]
@@ -64,23 +63,6 @@ def rows_to_do(run: RunDir, index: int, shard: pa.Table, key: str, max_attempts:
     spent = pc.is_in(shard[key], value_set=spent_keys)
     todo = shard.filter(pc.invert(pc.or_(done, spent)))
     return todo, pc.sum(done).as_py() or 0, pc.sum(spent).as_py() or 0
-
-
-#: what every attempt at a shard has spent, summed over all its result rows (superseded ones too)
-SPENT_COLUMNS = ("cost_usd", "prompt_tokens", "generated_tokens")
-
-
-def spent_in(results: pa.Table) -> dict[str, float | int]:
-    """Cost and tokens recorded in result rows. The store keeps every row ever written (an error row that a
-    later attempt replaced, a refusal that was billed), so this is what earlier attempts spent; requests
-    cut off by a kill before their batch was written are the only spending it cannot see."""
-    spent: dict[str, float | int] = {}
-    for name in SPENT_COLUMNS:
-        if name in results.column_names:
-            total = pc.sum(results[name]).as_py()
-            if total is not None:
-                spent[name] = total
-    return spent
 
 
 @contextmanager
@@ -116,8 +98,7 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
 class _Stats:
     """Figures of one shard attempt, written to RUN/stats/ while it runs and at the end."""
 
-    def __init__(self, run: RunDir, index: int, total: int, done_before: int, given_up: int, todo: int,
-                 spent_before: dict[str, float | int]) -> None:
+    def __init__(self, run: RunDir, index: int, total: int, done_before: int, given_up: int, todo: int) -> None:
         self.run, self.index = run, index
         self.started = time.time()
         self.data: dict[str, Any] = {
@@ -126,8 +107,7 @@ class _Stats:
             "rows_given_up": given_up, "rows_todo": todo, "rows_ok": 0, "rows_error": 0,
             "prompt_tokens": 0, "generated_tokens": 0, "read_wait_s": 0.0, "model_s": 0.0,
             "batches": 0, "finished": False, "stopped": False,
-            # this attempt's rows, then every attempt's (what `vidcap status` adds up over the shards)
-            "cost_usd": None, "spent_before": spent_before, "cost_usd_all_attempts": spent_before.get("cost_usd"),
+            "cost_usd": None,  # this attempt's rows; `vidcap status` adds up every attempt's from the results
         }
         self._written = 0.0
 
@@ -142,7 +122,6 @@ class _Stats:
             d["generated_tokens"] += row.get("generated_tokens") or 0
             if row.get("cost_usd") is not None:
                 d["cost_usd"] = (d["cost_usd"] or 0.0) + row["cost_usd"]
-                d["cost_usd_all_attempts"] = (d["cost_usd_all_attempts"] or 0.0) + row["cost_usd"]
 
     def write(self, engine: Engine | None, force: bool = False, **final: Any) -> dict[str, Any]:
         now = time.time()
@@ -200,9 +179,8 @@ def run_shard(
     job = load_job(run)
     key = config["manifest"]["key"]
     shard = load_shard(run, index)
-    results = read_results(run, index)
-    todo, done_before, given_up = rows_to_do(run, index, shard, key, job.max_attempts, results)
-    stats = _Stats(run, index, shard.num_rows, done_before, given_up, todo.num_rows, spent_in(results))
+    todo, done_before, given_up = rows_to_do(run, index, shard, key, job.max_attempts)
+    stats = _Stats(run, index, shard.num_rows, done_before, given_up, todo.num_rows)
     if todo.num_rows == 0:
         final = stats.write(None, force=True, finished=True)
         run.mark_done(index, {"rows": shard.num_rows, "finished_at": time.time()})

@@ -18,7 +18,7 @@ from vidcap.jobconfig import JobConfig
 PREFLIGHT_TIMEOUT_S = 15.0
 
 
-def check_before_submit(job: JobConfig, executor: str) -> None:
+def check_before_submit(job: JobConfig) -> None:
     """Raise a UserError for what would fail in every task; warn about what might; say where the key goes."""
     if job.engine.engine != "openai":
         return
@@ -31,8 +31,7 @@ def check_before_submit(job: JobConfig, executor: str) -> None:
         OpenAIEngine.from_config(quick).close()
     except ApiUnreachableError as exc:  # compute nodes may reach what a login node cannot: the tasks will tell
         _warn(f"{exc}; submitting anyway (the tasks will stop at start if they cannot reach it either)")
-    if executor == "slurm":
-        _advise_on_key(job.engine.api_key_file)
+    _advise_on_key(job.engine.api_key_file)
 
 
 def _advise_on_key(api_key_file: str | None) -> None:

@@ -70,7 +70,7 @@ def submit_slurm(run: RunDir, shards: list[int], args: argparse.Namespace) -> Su
     if not todo:
         print(f"{run.root}: nothing to submit")
         return Submission("slurm", [])
-    check_before_submit(job, "slurm")
+    check_before_submit(job)
     config = run.load_config()
     config["submit"] = {"executor": "slurm", "resources": dataclasses.asdict(resources)}
     run.save_config(config)
