@@ -101,8 +101,6 @@ def engine_settings_from_args(args: argparse.Namespace) -> Any:
         if not args.model:
             raise UserError("--model is required (a Hugging Face id such as llava-hf/llava-v1.6-mistral-7b-hf, "
                             "or a local folder; `vidcap make-tiny-model DIR` makes a tiny one for trials)")
-        if args.tp_size < 1:
-            raise UserError("--tp-size must be at least 1")
         return HFSettings(model=args.model, max_new_tokens=args.max_new_tokens, dtype=args.dtype, attn=args.attn,
                           device=args.device, tp_size=args.tp_size, tp_backend=args.tp_backend)
     if args.engine == "openai":

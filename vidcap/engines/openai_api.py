@@ -144,7 +144,7 @@ class OpenAIEngine(Engine):
             self.connect(api_key)
 
     @classmethod
-    def preflight(cls, settings: OpenAISettings) -> None:
+    def preflight(cls, settings: OpenAISettings, spec: "TaskSpec | None" = None) -> None:
         """The key must be at hand (environment or key file); the settings checked themselves when built."""
         resolve_api_key(settings.api_key_file)
 

@@ -76,7 +76,7 @@ class TaskSpec:
 
     def preflight(self) -> None:
         """What can be checked before anything is frozen or submitted (no model load)."""
-        engine_class(self.engine).preflight(self.engine_settings)
+        engine_class(self.engine).preflight(self.engine_settings, self)
 
     @property
     def prompt(self) -> str:
