@@ -149,3 +149,33 @@ def test_a_run_folder_from_before_tasks_is_read_as_a_caption_run(tmp_path, capsy
     assert [r["status"] for r in rows] == ["ok"] * 3 and rows[0]["text"].startswith("[noop engine: no model ran; 2 ")
     stored = json.loads(run.config_path.read_text())
     assert "job" in stored  # resuming does not rewrite the old config
+
+
+def test_path_column_is_honoured_and_images_are_told_by_content_not_name(tmp_path, capsys) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from vidcap.fixtures.synth import make_video
+
+    folder = tmp_path / "media"
+    folder.mkdir()
+    for i in range(2):  # images named like videos
+        Image.fromarray(np.full((32, 48, 3), 40 * i, np.uint8)).save(folder / f"still_{i}.mp4", format="PNG")
+    (folder / "m.csv").write_text("clip,note\nstill_0.mp4,a\nstill_1.mp4,b\n")
+    args = ["submit", str(folder / "m.csv"), "--run", str(tmp_path / "run"), "--engine", "noop", "--shards", "1",
+            "--key", "clip", "--path-column", "clip", "--num-frames", "2"]
+    assert main(args) == 0
+    spec = load_spec(RunDir.at(tmp_path / "run"))
+    assert (spec.settings.is_video, spec.settings.prompt_name, spec.source.path_column) == (False, "image", "clip")
+    rows = read_results(RunDir.at(tmp_path / "run"), 0).to_pylist()
+    assert [r["status"] for r in rows] == ["ok", "ok"] and "1 frames of 504x336" in rows[0]["text"]  # resized to 336
+
+    make_video(folder / "moving.mp4", seconds=0.5, fps=12, width=96, height=64, seed=1)
+    (folder / "moving.mp4").rename(folder / "moving.jpg")  # a video named like an image
+    (folder / "v.csv").write_text("path\nmoving.jpg\n")
+    assert main(["submit", str(folder / "v.csv"), "--run", str(tmp_path / "run2"), "--engine", "noop",
+                 "--shards", "1", "--num-frames", "2"]) == 0
+    assert load_spec(RunDir.at(tmp_path / "run2")).settings.prompt_name == "video"
+    assert main(["submit", str(folder / "v.csv"), "--run", str(tmp_path / "run3"), "--engine", "noop",
+                 "--path-column", "video"]) == 2
+    assert "no 'video' column" in capsys.readouterr().err

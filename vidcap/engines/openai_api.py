@@ -1,7 +1,7 @@
 """The OpenAI-compatible API engine: GPT-4o / GPT-4V, or your own server speaking chat completions (vLLM,
 SGLang), through the official `openai` client.
 
-One `caption()` call sends the whole batch from an asyncio loop the engine owns: at most `concurrency`
+One `run()` call sends the whole batch from an asyncio loop the engine owns: at most `concurrency`
 requests in flight, starts kept under the requests-per-minute cap, each request retried on 429, 5xx,
 timeouts, dropped connections and malformed answers with backoff (see `api_retry`) up to a bounded number
 of attempts, after which that row, and only that row, is an error with the reason. A refusal, a
