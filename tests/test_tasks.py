@@ -104,3 +104,15 @@ def test_a_text_task_needs_no_path_column_and_no_prefetch(tmp_path, registered) 
     assert run_shard(run, 0, progress=False).finished
     (row,) = read_results(run, 0).to_pylist()
     assert row["status"] == "ok" and row["words"][:3] == ["[noop", "engine:", "no"]
+
+
+def test_resume_continues_whatever_task_the_run_holds(tmp_path, registered, capsys) -> None:
+    from vidcap.cli import main
+
+    run = text_run(tmp_path, ["a b", "c", "d e f"])
+    assert main(["resume", str(run.root)]) == 0
+    assert "0 of 3 rows done (words), 3 remaining" in capsys.readouterr().out  # merged before it ran
+    assert main(["resume", str(run.root)]) == 0
+    assert "3 of 3 rows done (words), 0 remaining" in capsys.readouterr().out
+    merged = pq.read_table(run.root / "merged.parquet")
+    assert merged.column("words").to_pylist() == [["a", "b"], ["c"], ["d", "e", "f"]]
