@@ -182,7 +182,7 @@ def run_rank_main(argv: Sequence[str] | None = None) -> int:
     import argparse
     import json
 
-    from vidcap.worker import stop_on_signals
+    from vidcap.signals import stop_on_signals
 
     p = argparse.ArgumentParser(prog="python -m vidcap.parallel", description=run_rank_main.__doc__)
     p.add_argument("run")

@@ -11,7 +11,8 @@ import threading
 from vidcap.engines import create_engine
 from vidcap.jobconfig import check_engine, load_job
 from vidcap.run import RunDir
-from vidcap.worker import ShardOutcome, run_shards, stop_on_signals
+from vidcap.signals import stop_on_signals
+from vidcap.worker import ShardOutcome, run_shards
 
 
 def run_local(run: RunDir, shards: list[int], progress: bool = True) -> list[ShardOutcome]:
