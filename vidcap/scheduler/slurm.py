@@ -85,12 +85,15 @@ def submit_array(
     logs_dir: Path,
     name: str,
     max_array_size: int | None = None,
+    accepted: Callable[[int, list[submitit.Job[Any]]], None] | None = None,
 ) -> list[submitit.Job[Any]]:
     """Submit `fn(*args)` for each entry of `arg_lists` as Slurm job arrays and return at once.
 
     One array holds at most MaxArraySize tasks (read from the cluster unless given): submitit would put
     every task into one array, which sbatch refuses past the limit. The `%` throttle applies to each array.
     Logs and pickles go to `logs_dir/<jobid>_<task>/`. Job ids are `job.job_id` ("123_4").
+    `accepted(first, jobs)` is called as soon as sbatch has accepted each array (its jobs are the entries
+    `first`, `first + 1`, ... of `arg_lists`), so that a caller records them before the next sbatch can fail.
     """
     if not arg_lists:
         return []
@@ -112,6 +115,8 @@ def submit_array(
             done = f" (already submitted: {', '.join(sorted({j.job_id.split('_')[0] for j in jobs}))})" if jobs else ""
             raise UserError(f"sbatch refused tasks {start}..{start + limit - 1}: {exc}{done}") from None
         jobs.extend(chunk)
+        if accepted is not None:
+            accepted(start, chunk)
     return jobs
 
 

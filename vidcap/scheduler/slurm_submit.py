@@ -75,10 +75,12 @@ def submit_slurm(run: RunDir, shards: list[int], args: argparse.Namespace) -> Su
     run.save_config(config)
     target = SINGLE_RANK_TARGET if tp == 1 else TENSOR_PARALLEL_TARGET
     run.logs_dir.mkdir(parents=True, exist_ok=True)
+
+    def record(first: int, chunk: list) -> None:  # at once: a later array may fail, these still run
+        run.record_jobs({shard: j.job_id for shard, j in zip(todo[first:], chunk)}, "slurm")
+
     jobs = submit_array(ShardTask(target), [(str(run.root), s) for s in todo], resources, run.logs_dir,
-                        name=f"vidcap-{run.root.name}")
-    shard_jobs = {shard: j.job_id for shard, j in zip(todo, jobs)}
-    run.record_jobs(shard_jobs, "slurm")
+                        name=f"vidcap-{run.root.name}", accepted=record)
     arrays = sorted({j.job_id.split("_")[0] for j in jobs})
     print(f"submitted {len(todo)} shard tasks as Slurm job array(s) {', '.join(arrays)}"
           f"{f' (at most {resources.array_parallelism} at once per array)' if resources.array_parallelism else ''}; "
