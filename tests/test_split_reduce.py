@@ -120,3 +120,37 @@ def test_merge_refuses_caption_column_clash(run_with_results, tmp_path):
     run, _ = run_with_results
     with pytest.raises(UserError, match=r"already has column\(s\) \['note'\].*"):
         merge_run(run, tmp_path / "o.csv", caption_column="note")
+
+
+def test_split_makes_every_shard_durable_before_its_config(tmp_path, monkeypatch):
+    """After a power loss the config must not outlive its shards: each shard file is fsynced (and renamed
+    into place) before config.json is."""
+    import os as os_module
+
+    from vidcap import durable
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path\n" + "".join(f"v{i}.mp4\n" for i in range(10)))
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os_module.fsync, os_module.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os_module.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        events.append(("replace", str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(durable.os, "fsync", fsync)
+    monkeypatch.setattr(durable.os, "replace", replace)
+    run = RunDir.at(tmp_path / "run")
+    split(manifest, run, shards=4)
+    config_at = events.index(("replace", str(run.config_path)))
+    for i in range(4):
+        shard = str(run.shard_path(i))
+        synced = [n for n, (what, name) in enumerate(events) if what == "fsync" and name.startswith(
+            str(run.shards_dir / f".{run.shard_path(i).name}."))]
+        assert synced and synced[0] < config_at, f"shard {i} was not fsynced before the config"
+        assert events.index(("replace", shard)) < config_at
+    assert ("fsync", str(run.shards_dir)) in events[:config_at]  # the renames too

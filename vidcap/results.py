@@ -32,7 +32,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vidcap.errors import UserError
-from vidcap.run import SHARD_NAME, RunDir, fsync_dir
+from vidcap.durable import atomic_path, fsync_dir
+from vidcap.run import SHARD_NAME, RunDir
 
 MAGIC = b"VCR1"
 HEADER = struct.Struct("<4sIQ")  # magic, crc32 of payload, payload length
@@ -229,13 +230,8 @@ class ResultWriter:
         table = read_results(self.run, self.index)
         segments, compactions = self.files.listing()
         upto = max(segments + compactions)
-        target = self.files.compaction(upto)
-        tmp = target.with_name(f".{target.name}.tmp")
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-        fsync_dir(self.files.dir)
+        with atomic_path(self.files.compaction(upto)) as tmp:
+            pq.write_table(table, tmp)
         for gen in segments:
             if gen <= upto:
                 self.files.segment(gen).unlink(missing_ok=True)

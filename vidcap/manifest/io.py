@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from vidcap.durable import atomic_path
 from vidcap.errors import UserError
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst")
@@ -247,16 +248,8 @@ def fingerprint(path: str | os.PathLike[str]) -> str:
 
 def write_table(table: pa.Table, path: str | os.PathLike[str]) -> None:
     """Write a table as CSV or Parquet (by extension), atomically: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with TableWriter(tmp, table.schema, like=path) as writer:
-            writer.write(table)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, TableWriter(tmp, table.schema, like=path) as writer:
+        writer.write(table)
 
 
 class TableWriter:

@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 
 from vidcap.errors import UserError
 from vidcap.manifest.io import DEFAULT_KEY, fingerprint, read_manifest
-from vidcap.run import ROW_COLUMN, RunDir, fsync_dir
+from vidcap.durable import Batch
+from vidcap.run import ROW_COLUMN, RunDir
 
 CONFIG_VERSION = 1
 
@@ -109,9 +110,9 @@ def split(
     table = table.append_column(ROW_COLUMN, pa.array(range(table.num_rows), type=pa.int64()))
     bounds = shard_bounds(table.num_rows, count)
     run.shards_dir.mkdir(parents=True, exist_ok=True)
-    for index, (start, stop) in enumerate(bounds):
-        _write_parquet_atomic(table.slice(start, stop - start), run.shard_path(index))
-    fsync_dir(run.shards_dir)
+    with Batch() as batch:  # every shard durable before the config that says they exist
+        for index, (start, stop) in enumerate(bounds):
+            pq.write_table(table.slice(start, stop - start), batch.path(run.shard_path(index)))
     config = {
         "version": CONFIG_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -120,12 +121,6 @@ def split(
     }
     run.save_config(config)  # written last: a run with a config has all its shards
     return SplitResult(run, table.num_rows, config["shards"]["sizes"], reused=False)
-
-
-def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
 
 
 def _archive_run(run: RunDir) -> Path:
