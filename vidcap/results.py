@@ -183,6 +183,26 @@ def _read_listed(files: _Files, segments: list[int], compactions: list[int]) -> 
     return tables
 
 
+def live_writers(run: RunDir) -> list[str]:
+    """Who holds a shard's writer lock now ("shard 3: pid 42 on node7"), for every shard of the run."""
+    busy = []
+    if not run.results_dir.is_dir():
+        return busy
+    for lock in sorted(run.results_dir.glob("shard-*.lock")):
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
+            busy.append(f"{lock.name.split('.')[0]}: {holder}")
+        finally:
+            os.close(fd)
+    return busy
+
+
 class ResultWriter:
     """Appends batches of result rows to one shard, durably. Use as a context manager."""
 
