@@ -177,11 +177,11 @@ def _watch(procs: list[subprocess.Popen[bytes]], folder: Path, world: int, give_
 
 def run_shards_local(run: RunDir, shards: list[int], progress: bool = True) -> list[ShardOutcome]:
     """Caption `shards` one after another with tp_size ranks on this machine (the model loads once)."""
-    from vidcap.jobconfig import load_job
+    from vidcap.tasks.spec import load_spec
 
     if not shards:
         return []
-    world = load_job(run).engine.tp_size
+    world = load_spec(run).needs().ranks
     with tempfile.TemporaryDirectory(prefix="vidcap-tp-") as tmp:
         folder = Path(tmp)
         outcomes_path = folder / "outcomes.json"
