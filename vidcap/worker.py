@@ -11,8 +11,6 @@ inside each batch, never shifted by a failure beside them.
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 import threading
 import time
@@ -30,7 +28,7 @@ from vidcap.manifest.resolve import best_per_key
 from vidcap.manifest.split import load_shard
 from vidcap.results import RESULT_COLUMNS, STATUS_ERROR, STATUS_OK, ResultWriter, read_results, result_rows
 from vidcap.run import RunDir
-from vidcap.signals import signal_sets_event
+from vidcap.signals import stop_on_signals
 from vidcap.stats import ShardStats
 from vidcap.sources import source_class
 from vidcap.tasks.base import AnswerError, Task
@@ -57,36 +55,6 @@ def rows_to_do(run: RunDir, index: int, shard: pa.Table, key: str, max_attempts:
     spent = pc.is_in(shard[key], value_set=spent_keys)
     todo = shard.filter(pc.invert(pc.or_(done, spent)))
     return todo, pc.sum(done).as_py() or 0, pc.sum(spent).as_py() or 0
-
-
-@contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM/SIGINT/SIGUSR2 set `stop` instead of killing the process mid-write (main thread only).
-
-    USR2 is Slurm's "time limit (or preemption) is near" (slurm/caption_array.sbatch passes it on); it is
-    blocked in the frame readers, which would die of it (see vidcap.signals)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {}
-
-    def handler(signum: int, frame: object) -> None:
-        if stop.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C means now
-        # os.write, not print: a handler may run in the middle of the progress bar's own write to stderr
-        os.write(2, f"\nvidcap: {signal.Signals(signum).name}: stopping after the batch in flight\n".encode())
-        stop.set()  # the main thread never waits on this event, so setting it here cannot deadlock
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous[sig] = signal.signal(sig, handler)
-    try:
-        # a USR2 once the shard is over is ignored: its default action would kill a process whose work is done
-        late = signal.SIG_IGN if signal.getsignal(signal.SIGUSR2) in (signal.SIG_DFL, None) else None
-        with signal_sets_event(signal.SIGUSR2, stop, "\nvidcap: SIGUSR2: stopping after the batch in flight\n", late):
-            yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def batch_rows(samples: list[Sample], engine: Engine, task: Task) -> list[dict[str, Any]]:
