@@ -90,3 +90,22 @@ def test_built_in_instructions_and_prompt_file(tmp_path):
         instruction("objects", tmp_path / "bin.txt")
     with pytest.raises(UserError, match="unknown tag key"):
         instruction("colours")
+
+
+def test_two_keys_need_one_json_object_with_both():
+    from vidcap.tags.parse import parse_answer
+
+    both = ("objects", "actions")
+    answer = 'Sure!\n```json\n{"objects": ["Dog", "dog"], "actions": ["running"]}\n```'
+    assert parse_answer(answer, both) == {"objects": ["dog"], "actions": ["running"]}
+    assert parse_answer('{"actions": [], "objects": ["cat"]}', both) == {"objects": ["cat"], "actions": []}
+    assert parse_answer("[dog, cat]", ("objects",)) == {"objects": ["dog", "cat"]}
+    with pytest.raises(TagParseError, match="no JSON object"):
+        parse_answer('["dog"]', both)
+    with pytest.raises(TagParseError, match="no 'actions' list"):
+        parse_answer('{"objects": ["dog"]}', both)
+    with pytest.raises(TagParseError, match="empty answer"):
+        parse_answer(" ", both)
+    assert "{text}" in instruction(both) and '"actions"' in instruction(both)
+    with pytest.raises(UserError, match="given twice"):
+        instruction(("objects", "objects"))

@@ -67,6 +67,32 @@ def parse_tags(answer: str | None, key: str = "") -> list[str]:
     raise TagParseError(f"no list of tags in the answer ({_describe(text)})")
 
 
+def parse_answer(answer: str | None, keys: tuple[str, ...]) -> dict[str, list[str]]:
+    """Tags per key. One key: any accepted shape. Several: a JSON object holding a list for each key."""
+    if len(keys) == 1:
+        return {keys[0]: parse_tags(answer, keys[0])}
+    text = (answer or "").strip()
+    if not text:
+        raise TagParseError("empty answer")
+    found = None
+    for candidate in _json_candidates(_FENCE.sub(r"\1", text)):
+        try:
+            value = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            found = value
+            break
+    if found is None:
+        raise TagParseError(f"no JSON object with {' and '.join(map(repr, keys))} lists in the answer "
+                            f"({_describe(text)})")
+    missing = [key for key in keys if key not in found]
+    if missing:
+        raise TagParseError(f"the answer's JSON object has no {' or '.join(map(repr, missing))} list "
+                            f"(keys: {', '.join(map(str, found)) or 'none'})")
+    return {key: normalise(_list_in(found[key], key)) for key in keys}
+
+
 def normalise(tags: Iterable[str]) -> list[str]:
     """Trim, lowercase, collapse whitespace, strip quotes and end punctuation, split on commas (a comma is the
     CSV separator), drop none-words, empties and duplicates; keep first-seen order. Refuse sentence-long items."""

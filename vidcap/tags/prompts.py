@@ -20,6 +20,13 @@ _COMMON = (
     "Name each one once. If there are none, answer [].\n\nDescription: {text}"
 )
 
+#: both keys in one answer (`--key objects --key actions`): one request per row instead of two
+BOTH = ("Here is the description of a video. List the objects in it (people, animals, vehicles and other things "
+        "that are seen, each as a short noun phrase without articles) and the actions in it (what they do, each "
+        "as a short verb phrase). Answer with a JSON object and nothing else, for example "
+        '{"objects": ["woman", "dog"], "actions": ["walking", "throwing a ball"]}. Name each one once; use [] '
+        "for a list with nothing in it.\n\nDescription: {text}")
+
 BUILT_IN = {
     "objects": "Here is the description of a video. List the objects in it: people, animals, vehicles and "
                "other things that are seen, each as a short noun phrase without articles. "
@@ -36,11 +43,22 @@ def check_key(key: str) -> str:
     return key
 
 
-def instruction(key: str, prompt_file: str | Path | None = None) -> str:
-    """The instruction for `key`: the file's text when given, else the built-in one."""
-    check_key(key)
+def check_keys(keys: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """One or two distinct known keys, in the order given."""
+    if not keys:
+        raise UserError(f"no tag key given (--key {' or --key '.join(KEYS)})")
+    for key in keys:
+        check_key(key)
+    if len(set(keys)) != len(keys):
+        raise UserError(f"--key {keys[0]} given twice")
+    return tuple(keys)
+
+
+def instruction(key: str | tuple[str, ...], prompt_file: str | Path | None = None) -> str:
+    """The instruction for `key` (or keys): the file's text when given, else the built-in one."""
+    keys = check_keys([key] if isinstance(key, str) else list(key))
     if prompt_file is None:
-        return BUILT_IN[key]
+        return BUILT_IN[keys[0]] if len(keys) == 1 else BOTH
     path = Path(prompt_file)
     try:
         text = path.read_text(encoding="utf-8").strip()
