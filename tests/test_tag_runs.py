@@ -259,3 +259,40 @@ def check_api_rows(rows: list[dict[str, Any]], refused_ok: bool) -> None:
             assert row["status"] == "ok", row
             assert row["objects"] == ", ".join(tags_for(API_CAPTIONS[i])), row
             assert f"number{i}" in row["objects"].split(", ")
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(600)
+def test_tag_as_a_slurm_job_array_then_resume(tmp_path, tiny, alone, capsys, slurm_job_env):
+    import subprocess
+
+    captions = write_captions(tmp_path / "captions.csv")
+    output = tmp_path / "tags.csv"
+    run = RunDir.at(tmp_path / "tags.run")
+    slurm = ["--executor", "slurm", "--cpus-per-task", 1, "--mem-gb", 2, "--wait-timeout", 400]
+    try:
+        code, out, err = vidcap(capsys, "tag", captions, "--output", output, "--model", tiny, "--shards", 2,
+                                "--batch-size", 3, "--max-new-tokens", MAX_NEW, "--max-attempts", 2, *slurm)
+        assert code == 0, out + err[-3000:]
+        assert "submitted 2 shard tasks as Slurm job array" in out
+        rows = read_csv(output)
+        check_rows(rows, alone)
+        failed = [r["path"] for r in rows if r["status"] == "error"]
+
+        code, out, err = vidcap(capsys, "resume", run.root, "--wait", "--wait-timeout", 400)
+        assert code == 0 and f"{len(failed)} remaining" in out, out + err[-3000:]
+        if failed:
+            assert "reopened" in out and "Slurm job array" in out
+        code, out, err = vidcap(capsys, "merge", run.root, "--output", tmp_path / "again.csv")
+        assert code == 0, out + err[-2000:]
+        again = read_csv(tmp_path / "again.csv")
+        check_rows(again, alone)
+        assert [int(r["failures"]) for r in again if r["status"] == "error"] == [2] * len(failed)
+        keys = [k for i in range(run.num_shards) for k in read_results(run, i)["key"].to_pylist()]
+        assert sorted(set(keys)) == sorted(r["path"] for r in rows)
+        for i in EMPTY:
+            assert keys.count(f"clip_{i:03d}.mp4") == 1
+    finally:
+        jobs = run.latest_jobs().values() if run.jobs_path.exists() else []
+        if jobs:
+            subprocess.run(["scancel", *{j.split("_")[0] for j in jobs}], timeout=30, check=False)
