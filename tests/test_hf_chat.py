@@ -125,3 +125,36 @@ def test_model_without_chat_template_is_refused(tmp_path, tiny):
         load_chat_tokenizer(str(copy))
     with pytest.raises(UserError, match="cannot load model"):
         load_chat_model(str(tmp_path / "missing"), device="cpu")
+
+
+def test_text_engine_halves_a_batch_on_out_of_memory_and_keeps_order(tiny, generator):
+    """The hf-text engine under the worker's OOM halving: generate fails on more than 2 prompts at once (as a
+    GPU would); every sample still gets its own answer, in order, equal to the answer it gets alone."""
+    from vidcap.engines.base import Sample
+    from vidcap.engines.batching import run_batch
+    from vidcap.engines.hf_text import HFTextEngine, HFTextSettings
+
+    engine = HFTextEngine(HFTextSettings(model=str(tiny), max_new_tokens=12, device="cpu"))
+    engine.open()
+    real = engine.generator.model.generate
+    sizes = []
+
+    def limited(**kwargs):
+        sizes.append(int(kwargs["input_ids"].shape[0]))
+        if sizes[-1] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(**kwargs)
+
+    engine.generator.model.generate = limited
+    batch = [Sample(key=f"k{i}", text=m, prompt=m) for i, m in enumerate(MESSAGES + MESSAGES[:1])]
+    results = run_batch(engine, batch)
+    assert sizes == [5, 2, 3, 1, 2]  # 5 -> 2 + 3 -> 2 + (1 + 2)
+    engine.generator.model.generate = real
+    for sample, result in zip(batch, results):
+        assert not result.error and result.finish_reason in ("stop", "length")
+        alone = generator.generate([sample.prompt])[0]
+        tokens, gaps = reference(generator, sample.prompt)
+        if compared_prefix(tokens, gaps) == len(tokens):
+            assert result.text == alone.text, sample.key
+    engine.close()
+    assert engine.generator is None
