@@ -31,7 +31,13 @@ __all__ = ["AnswerError", "FRAMES", "FramePlan", "TEXT", "Task"]
 
 
 class AnswerError(Exception):
-    """Raised by `Task.values`: this row's answer is unusable; the row becomes an `error` row with the reason."""
+    """Raised by `Task.values`: this row's answer is unusable; the row becomes an `error` row with the reason.
+
+    `values`: task columns still worth keeping on the error row (the model's raw answer, say)."""
+
+    def __init__(self, reason: str, values: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.values = values or {}
 
 
 @dataclass(frozen=True)
