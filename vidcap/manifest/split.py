@@ -148,9 +148,10 @@ def _refuse_live_tasks(run: RunDir) -> None:
 
 def _archive_run(run: RunDir) -> Path:
     """Move the old split, results, markers, stats and job records aside: nothing a user paid for is deleted."""
-    archive = run.root / "previous" / time.strftime("%Y%m%d-%H%M%S")
+    archive = run.previous_dir / time.strftime("%Y%m%d-%H%M%S")
     archive.mkdir(parents=True, exist_ok=True)
-    for path in (run.config_path, run.shards_dir, run.results_dir, run.done_dir, run.stats_dir, run.jobs_path):
+    for path in (run.config_path, run.shards_dir, run.results_dir, run.done_dir, run.stats_dir, run.jobs_path,
+                 run.status_cache_path):
         if path.exists():
             shutil.move(str(path), str(archive / path.name))
     return archive

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from vidcap.errors import UserError
 from vidcap.tasks.spec import load_spec
 from vidcap.run import RunDir
+from vidcap.scheduler.placement import array_task_target
 from vidcap.scheduler.preflight import check_before_submit
 from vidcap.scheduler.resources import SlurmResources
 from vidcap.scheduler.slurm import job_states, submit_array
@@ -27,8 +28,6 @@ from vidcap.scheduler.task import ShardTask
 
 JOB_END_GRACE_S = 60.0  # a task that wrote its last marker still returns its result to submitit and exits
 HEARTBEAT_S = 120.0  # a worker writes its stats after a batch, at most every 10 s (vidcap.worker)
-SINGLE_RANK_TARGET = "vidcap.worker:run_shard"
-TENSOR_PARALLEL_TARGET = "vidcap.parallel:run_shard_ranks"
 
 
 def saved_resources(run: RunDir) -> SlurmResources | None:
@@ -73,7 +72,7 @@ def submit_slurm(run: RunDir, shards: list[int], args: argparse.Namespace) -> Su
     config = run.load_config()
     config["submit"] = {"executor": "slurm", "resources": dataclasses.asdict(resources)}
     run.save_config(config)
-    target = SINGLE_RANK_TARGET if tp == 1 else TENSOR_PARALLEL_TARGET
+    target = array_task_target(tp)
     run.logs_dir.mkdir(parents=True, exist_ok=True)
 
     def record(first: int, chunk: list) -> None:  # at once: a later array may fail, these still run
