@@ -7,7 +7,6 @@ whose job is still queued or running is never submitted twice.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -19,11 +18,10 @@ from vidcap.tasks.spec import load_spec
 from vidcap.run import RunDir
 from vidcap.scheduler.placement import array_task_target
 from vidcap.scheduler.preflight import check_before_submit
-from vidcap.scheduler.resources import SlurmResources
+from vidcap.scheduler.resources import ResourceRequest, SlurmResources
 from vidcap.scheduler.slurm import job_states, submit_array
 from vidcap.scheduler.slurm_states import UNKNOWN, is_ended, is_live
-from vidcap.scheduler.slurm_args import resources_from_args
-from vidcap.scheduler.submit import Submission
+from vidcap.scheduler.submission import Submission
 from vidcap.scheduler.task import ShardTask
 
 JOB_END_GRACE_S = 60.0  # a task that wrote its last marker still returns its result to submitit and exits
@@ -57,10 +55,10 @@ def active_shards(run: RunDir, shards: list[int]) -> dict[int, tuple[str, str]]:
     return busy
 
 
-def submit_slurm(run: RunDir, shards: list[int], args: argparse.Namespace) -> Submission:
+def submit_slurm(run: RunDir, shards: list[int], request: ResourceRequest) -> Submission:
     spec = load_spec(run)
     tp = spec.needs().ranks
-    resources = resources_from_args(args, tp_size=tp, saved=saved_resources(run))
+    resources = request.resolve(ranks=tp, saved=saved_resources(run))
     busy = active_shards(run, shards)
     for shard, (job_id, state) in sorted(busy.items()):
         print(f"shard {shard}: still {state.lower()} as job {job_id}; not submitted again")
