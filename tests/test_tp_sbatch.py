@@ -41,7 +41,7 @@ def test_plain_sbatch_template_runs_one_rank_per_slurm_task(tmp_path: Path, monk
                                                               str(REPO / ".cache" / "torch_extensions")))
     run.logs_dir.mkdir(parents=True, exist_ok=True)
     array = subprocess.run(
-        ["sbatch", "--parsable", "--array=0-0", "--time=10", "--mem=4G", "--cpus-per-task=1",
+        ["sbatch", "--parsable", "--array=0-0", "--time=20", "--mem=4G", "--cpus-per-task=1",
          "--ntasks-per-node=2", f"--output={run.logs_dir}/%A_%a.out", str(REPO / "slurm/caption_array.sbatch"),
          str(run.root)], capture_output=True, text=True, check=True, timeout=30).stdout.strip().split(";")[0]
     job = f"{array}_0"
