@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_job_env")]
 CLIPS = 8
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1500)
 def test_plain_sbatch_template_runs_one_rank_per_slurm_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = make_tiny_model(tmp_path / "llava", "llava", width=128)  # 128 wide: DeepSpeed really splits it
     manifest = make_clips(tmp_path / "v", CLIPS)
@@ -47,7 +47,7 @@ def test_plain_sbatch_template_runs_one_rank_per_slurm_task(tmp_path: Path, monk
     job = f"{array}_0"
     log = run.logs_dir / f"{array}_0.out"
     try:
-        deadline = time.monotonic() + 480  # start-up: model load (and a DeepSpeed op build on a fresh machine)
+        deadline = time.monotonic() + 900  # start-up: model load, and a DeepSpeed op build (minutes on a busy machine)
         while read_results(run, 0).num_rows < 2:
             assert time.monotonic() < deadline and not run.is_done(0), log.read_text(errors="replace")[-3000:]
             time.sleep(0.2)
