@@ -81,7 +81,9 @@ def shard_states(run: RunDir, timeout_s: float = 20.0) -> list[ShardState]:
     config = run.load_config()
     sizes = config["shards"]["sizes"]
     jobs = run.latest_jobs()
-    slurm_ids = [j for s, j in jobs.items() if not run.is_done(s)]
+    from vidcap.scheduler.workers import is_local_job, local_job_state
+
+    slurm_ids = [j for s, j in jobs.items() if not run.is_done(s) and not is_local_job(j)]
     states: dict[str, str] = {}
     if slurm_ids:
         from vidcap.scheduler.slurm import job_states
@@ -93,8 +95,14 @@ def shard_states(run: RunDir, timeout_s: float = 20.0) -> list[ShardState]:
         stats = run.read_stats(index)
         job_id = jobs.get(index, "")
         slurm = states.get(job_id, "")
+        log_tail: list[str] = []
         if run.is_done(index):
             state = "done"
+        elif is_local_job(job_id):  # a worker of a local pool: running while its stats are fresh
+            state = _local_state(stats)
+            if state != "running":
+                state, log_tail = local_job_state(run, job_id)
+                state = state or "stopped"
         elif job_id and slurm:
             from vidcap.scheduler.slurm_submit import ACTIVE_STATES
 
@@ -109,7 +117,7 @@ def shard_states(run: RunDir, timeout_s: float = 20.0) -> list[ShardState]:
         speed = stats.get("videos_per_s", 0.0) if stats and state == "running" else 0.0
         entry = ShardState(index, state, rows, ok, error, job_id, slurm, speed, spent)
         if state == "failed" and job_id:
-            entry.log_tail = _log_tail(run, job_id)
+            entry.log_tail = log_tail or _log_tail(run, job_id)
         report.append(entry)
     return report
 
@@ -163,16 +171,16 @@ def format_status(run: RunDir, report: list[ShardState], show_all: bool = False)
                      f"{tokens_in} input + {tokens_out} output tokens so far")
     shown = [s for s in report if show_all or s.state != "done"]
     if shown:
-        lines += ["", f"{'shard':>6}  {'state':<13} {'job':<12} {'slurm':<11} {'rows':>6} {'ok':>6} {'error':>6} "
+        lines += ["", f"{'shard':>6}  {'state':<13} {'job':<14} {'slurm':<11} {'rows':>6} {'ok':>6} {'error':>6} "
                       f"{'todo':>6} {'videos/s':>8}"]
         for s in shown[:50] if not show_all else shown:
-            lines.append(f"{s.index:>6}  {s.state:<13} {s.job_id or '-':<12} {s.slurm or '-':<11} {s.rows:>6} "
+            lines.append(f"{s.index:>6}  {s.state:<13} {s.job_id or '-':<14} {s.slurm or '-':<11} {s.rows:>6} "
                          f"{s.ok:>6} {s.error:>6} {s.remaining:>6} {s.videos_per_s:>8.2f}")
         if len(shown) > 50 and not show_all:
             lines.append(f"   … {len(shown) - 50} more (--all shows every shard)")
     for s in report:
         if s.state == "failed":
-            lines.append(f"\nshard {s.index} (job {s.job_id}, {s.slurm}): last lines of its log")
+            lines.append(f"\nshard {s.index} (job {s.job_id}, {s.slurm or 'local worker'}): last lines of its log")
             lines += [f"    {line}" for line in s.log_tail] or ["    (no log)"]
     return "\n".join(lines)
 

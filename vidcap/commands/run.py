@@ -81,6 +81,8 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("where it runs")
     g.add_argument("--executor", choices=["local", "slurm"], default="local")
+    g.add_argument("--workers", type=int, default=None,
+                   help="local: worker processes sharing the shards (default: visible GPUs / --tp-size, else 1)")
     g.add_argument("--force-config", action="store_true", help="continue the run with changed settings")
     from vidcap.scheduler.slurm_args import add_slurm_arguments
 

@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("resume", help="merge, compute what remains, and resubmit only the unfinished shards")
     p.add_argument("run", help="run folder")
     p.add_argument("--executor", choices=["local", "slurm"], help="default: the one the run was submitted with")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local: worker processes sharing the shards (default: visible GPUs / --tp-size, else 1)")
     p.add_argument("--wait", action="store_true", help="wait for the resubmitted tasks (Slurm)")
     p.add_argument("--wait-timeout", type=float, default=None)
     from vidcap.scheduler.slurm_args import add_slurm_arguments

@@ -29,7 +29,7 @@ def submit_unfinished(run: RunDir, args: argparse.Namespace) -> Submission:
     if args.executor == "local":
         from vidcap.scheduler.local import run_local
 
-        outcomes = run_local(run, shards)
+        outcomes = run_local(run, shards, workers=getattr(args, "workers", None))
         done = sum(o.finished for o in outcomes)
         print(f"{run.root}: {done} of {len(shards)} shards finished on this machine")
         return Submission("local", shards, outcomes=outcomes)
