@@ -276,7 +276,7 @@ class Pool:
             code = w.proc.returncode
             _kill_group(w.proc)
             if code == 0:
-                w.exit_reason = "finished"
+                w.exit_reason = "stopped as asked" if self.stopping else "finished"
                 continue
             w.exit_reason = describe_exit(code, w.log)
             if self.stopping and code in (130, 143, -signal.SIGTERM, -signal.SIGINT):
@@ -369,11 +369,12 @@ class Pool:
         return self.outcomes()
 
     def outcomes(self) -> list[ShardOutcome]:
-        """One outcome per shard handed out, from the completion markers and the shards' stats."""
+        """One outcome per shard handed out (from the completion markers and the shards' stats) or skipped."""
         result = []
         for w in self.workers.values():
             for index in w.shards:
                 result.append(ShardOutcome(index, self.run.is_done(index), self.run.read_stats(index) or {}))
+        result += [ShardOutcome(index, False, {"skipped": holder}) for index, holder in self.skipped.items()]
         return sorted(result, key=lambda o: o.index)
 
     def summary(self) -> str:
@@ -430,7 +431,7 @@ def run_pool(run: RunDir, shards: list[int], workers: int | None, tp_size: int, 
     pool = Pool(run, shards, plans, progress=progress)
     outcomes = pool.run_all()
     print(f"{len(plans)} workers:\n{pool.summary()}", file=sys.stderr)
-    dead = [w for w in pool.workers.values() if w.exit_reason not in ("", "finished")]
+    dead = [w for w in pool.workers.values() if w.proc.returncode != 0]
     if dead and len(dead) == len(pool.workers) and not any(o.finished for o in outcomes) and not pool.stopping:
         reasons = sorted({w.exit_reason for w in dead})
         raise WorkersFailed(f"every worker died: {'; '.join(reasons)} (logs: {run.logs_dir}/{JOB_PREFIX}*)")
