@@ -430,7 +430,7 @@ def run_pool(run: RunDir, shards: list[int], workers: int | None, tp_size: int, 
     plans = plan_workers(workers, tp_size, [] if on_cpu else visible_gpus(), on_cpu)
     pool = Pool(run, shards, plans, progress=progress)
     outcomes = pool.run_all()
-    print(f"{len(plans)} workers:\n{pool.summary()}", file=sys.stderr)
+    print(f"{len(plans)} worker(s):\n{pool.summary()}", file=sys.stderr)
     dead = [w for w in pool.workers.values() if w.proc.returncode != 0]
     if dead and len(dead) == len(pool.workers) and not any(o.finished for o in outcomes) and not pool.stopping:
         reasons = sorted({w.exit_reason for w in dead})
