@@ -18,7 +18,7 @@ from vidcap.run import RunDir
 # fields that do not change what a caption is: they may differ between submissions of one run
 OPERATIONAL = {"batch_size", "readers", "ahead", "progress"}
 ENGINE_OPERATIONAL = {"concurrency", "requests_per_minute", "request_timeout_s", "max_request_attempts",
-                      "api_key_file", "device", "attn", "tp_size", "tp_backend", "noop_latency_s", "prices"}
+                      "api_key_file", "device", "attn", "tp_size", "tp_backend", "ds_kernel_inject", "noop_latency_s", "prices"}
 
 
 @dataclass

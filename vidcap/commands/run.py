@@ -54,6 +54,9 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", help="cuda, cpu (default: cuda when present)")
     g.add_argument("--tp-size", type=int, default=1, help="tensor-parallel processes per shard task")
     g.add_argument("--tp-backend", choices=["deepspeed", "transformers"], default="deepspeed")
+    g.add_argument("--ds-kernel-inject", action="store_true",
+                   help="DeepSpeed's fused kernels for the language model where it has them (CUDA, --tp-backend "
+                        "deepspeed); AutoTP otherwise")
 
     g = p.add_argument_group("frames and batches")
     g.add_argument("--num-frames", type=int, default=3, help="frames per video (evenly spaced)")
@@ -114,13 +117,17 @@ def job_from_args(args: argparse.Namespace, is_video: bool):
     engine = EngineConfig(
         engine=args.engine, model=args.model, prompt_name=prompt.name, prompt=prompt.text,
         num_frames=args.num_frames, max_new_tokens=args.max_new_tokens, dtype=args.dtype, attn=args.attn,
-        device=args.device, tp_size=args.tp_size, tp_backend=args.tp_backend, api_base=args.api_base,
+        device=args.device, tp_size=args.tp_size, tp_backend=args.tp_backend,
+        ds_kernel_inject=args.ds_kernel_inject, api_base=args.api_base,
         api_key_file=str(Path(args.api_key_file).absolute()) if args.api_key_file else None,
         concurrency=args.concurrency, requests_per_minute=args.rpm, request_timeout_s=args.request_timeout,
         max_request_attempts=args.request_attempts,
         image_detail=args.image_detail, jpeg_quality=args.jpeg_quality, jpeg_max_side=args.jpeg_max_side,
         prices=prices, noop_latency_s=args.noop_latency,
     )
+    if args.ds_kernel_inject and (args.tp_size < 2 or args.tp_backend != "deepspeed"):
+        raise UserError("--ds-kernel-inject applies to tensor-parallel runs through DeepSpeed "
+                        "(--tp-size 2 or more, --tp-backend deepspeed)")
     if args.num_frames < 1:
         raise UserError("--num-frames must be at least 1")
     if args.batch_size is None:

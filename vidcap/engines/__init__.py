@@ -41,6 +41,7 @@ class EngineConfig:
     device: str | None = None
     tp_size: int = 1
     tp_backend: str = "deepspeed"
+    ds_kernel_inject: bool = False  # DeepSpeed's fused inference kernels for the language model (CUDA, TP)
     # OpenAI-compatible engine
     api_base: str | None = None
     api_key_file: str | None = None
