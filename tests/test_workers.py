@@ -238,3 +238,32 @@ def test_two_workers_caption_with_the_tiny_model(tmp_path: Path, capsys) -> None
     keys = all_keys(run)
     assert len(keys) == 12 and len(set(keys)) == 12
     assert {job.rsplit("-", 1)[1] for _, job in claims(run)} <= {"w0", "w1"}
+
+
+# -- inside a Slurm allocation ------------------------------------------------------------------------
+
+@pytest.mark.slurm
+def test_the_pool_runs_inside_a_slurm_allocation(tmp_path: Path, slurm_job_env: None) -> None:  # noqa: ARG001
+    """`salloc ... srun vidcap submit --executor local --workers 2`: the pool and its workers in the job step."""
+    manifest = make_clips(tmp_path / "v", 8)
+    run = RunDir.at(tmp_path / "run")
+    argv = ["salloc", "--ntasks", "1", "--cpus-per-task", "2", "--mem", "1G", "--time", "5", "--job-name",
+            "vidcap-test-pool", "srun", sys.executable, "-m", "vidcap",
+            *submit_args(manifest, run.root, "--shards", "4", "--batch-size", "2", "--executor", "local",
+                         "--workers", "2", latency=0.3)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            out, err = proc.communicate()
+        for job in {m.split()[-1] for m in (err or "").splitlines() if "Granted job allocation" in m}:
+            subprocess.run(["scancel", job], timeout=30, check=False)  # ours only, by id
+    assert proc.returncode == 0, err
+    assert "Granted job allocation" in err and "2 worker(s)" in err
+    assert all(run.is_done(i) for i in range(4))
+    taken = claims(run)
+    assert sorted(s for s, _ in taken) == [0, 1, 2, 3] and all("-w" in job for _, job in taken)
+    keys = all_keys(run)
+    assert len(keys) == 8 and len(set(keys)) == 8
