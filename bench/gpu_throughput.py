@@ -65,7 +65,7 @@ def build_model(shape: str, device: Any, dtype: Any, new_tokens: int) -> tuple[A
     from transformers import (LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessorPil,
                               LlavaNextProcessor)
 
-    from vidcap.tiny_models import _LLAVA_TOKENS, _MISTRAL_TEMPLATE, train_tokenizer
+    from vidcap.fixtures.tiny_models import _LLAVA_TOKENS, _MISTRAL_TEMPLATE, train_tokenizer
 
     spec = SHAPES[shape]
     tokenizer = train_tokenizer(_LLAVA_TOKENS)
@@ -170,28 +170,32 @@ def plain_loop(model: Any, processor: Any, paths: list[str], batch: int, frames:
             model.generate(**inputs, do_sample=False)
 
 
-def vidcap_run(work: Path, name: str, engine_config: Any, batch: int, frames: int, side: int) -> Any:
-    from vidcap.jobconfig import JobConfig, freeze_job
+def vidcap_run(work: Path, name: str, settings: Any, batch: int, frames: int, side: int) -> Any:
     from vidcap.manifest.split import split
     from vidcap.run import RunDir
+    from vidcap.tasks.caption import CaptionSettings
+    from vidcap.tasks.spec import SourceSettings, TaskSpec, freeze_spec
 
     run = RunDir.at(work / f"run-{name}")
     shutil.rmtree(run.root, ignore_errors=True)
     split(work / "m.csv", run, shards=1)
-    freeze_job(run, JobConfig(engine=engine_config, num_frames=frames, resize=side, batch_size=batch, readers=2,
-                              ahead=4 * batch))
+    freeze_spec(run, TaskSpec(task="caption", settings=CaptionSettings(prompt=PROMPT, num_frames=frames, resize=side),
+                              engine="hf", engine_settings=settings, batch_size=batch,
+                              source=SourceSettings(readers=2, ahead=4 * batch)))
     return run
 
 
 def main() -> None:
     import torch
 
-    from vidcap.engines import EngineConfig
+    import dataclasses
+
     from vidcap.engines.base import Sample
     from vidcap.engines.hf import HFEngine
+    from vidcap.engines.hf_settings import HFSettings
     from vidcap.engines.hf_inputs import build_inputs
     from vidcap.frames.read import read_frames
-    from vidcap.synth import make_video
+    from vidcap.fixtures.synth import make_video
     from vidcap.worker import run_shard
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -241,11 +245,10 @@ def main() -> None:
             seconds = time.perf_counter() - t
         rates["plain"] = report("plain HF", args.videos, seconds, gpus, busy, peak_memory(device))
 
-    engine_config = EngineConfig(engine="hf", model=str(work / "model"), prompt=PROMPT,
-                                 max_new_tokens=args.new_tokens, device=device.type,
-                                 dtype="bf16" if cuda else "fp32")
-    engine = HFEngine(model, processor, engine_config, device=device)
-    run = vidcap_run(work, "vidcap", engine_config, args.batch_size, args.frames, args.side)
+    settings = HFSettings(model=str(work / "model"), max_new_tokens=args.new_tokens, device=device.type,
+                          dtype="bf16" if cuda else "fp32")
+    engine = HFEngine(settings).attach(model, processor, device=device)
+    run = vidcap_run(work, "vidcap", settings, args.batch_size, args.frames, args.side)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     with Busy(gpus) as busy:
@@ -269,7 +272,7 @@ def main() -> None:
         for name, inject in (("tp2", False), ("tp2-kernels", True)):
             if inject and not cuda:
                 continue  # DeepSpeed's kernels are CUDA's
-            config = EngineConfig(**{**engine_config.to_dict(), "tp_size": 2, "ds_kernel_inject": inject})
+            config = dataclasses.replace(settings, tp_size=2, ds_kernel_inject=inject)
             tp_run = vidcap_run(work, name, config, args.batch_size, args.frames, args.side)
             env = dict(os.environ, CUDA_VISIBLE_DEVICES="0,1") if cuda else dict(os.environ)
             with Busy(tp_gpus) as busy:

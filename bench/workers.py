@@ -23,23 +23,28 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from vidcap.engines import EngineConfig  # noqa: E402
-from vidcap.jobconfig import JobConfig, freeze_job  # noqa: E402
+from vidcap.engines.hf_settings import HFSettings  # noqa: E402
+from vidcap.engines.noop import NoopSettings  # noqa: E402
+from vidcap.tasks.caption import CaptionSettings  # noqa: E402
+from vidcap.tasks.spec import SourceSettings, TaskSpec, freeze_spec  # noqa: E402
 from vidcap.manifest.split import split  # noqa: E402
 from vidcap.results import read_results  # noqa: E402
 from vidcap.run import RunDir  # noqa: E402
 from vidcap.scheduler.workers import run_pool  # noqa: E402
-from vidcap.synth import make_video  # noqa: E402
-from vidcap.tiny_models import make_tiny_model  # noqa: E402
+from vidcap.fixtures.synth import make_video  # noqa: E402
+from vidcap.fixtures.tiny_models import make_tiny_model  # noqa: E402
 
 
-def measure(work: Path, name: str, engine: EngineConfig, workers: int, rows_per_shard: int, batch: int,
-            readers: int) -> float:
+def measure(work: Path, name: str, engine: NoopSettings | HFSettings, workers: int, rows_per_shard: int,
+            batch: int, readers: int) -> float:
     """videos/s of a pool of `workers` over the whole manifest."""
     run = RunDir.at(work / f"run-{name}-{workers}")
     shutil.rmtree(run.root, ignore_errors=True)
     split(work / "m.csv", run, rows_per_shard=rows_per_shard)
-    freeze_job(run, JobConfig(engine=engine, num_frames=3, resize=64, batch_size=batch, readers=readers))
+    freeze_spec(run, TaskSpec(task="caption", settings=CaptionSettings(prompt="Describe the video.", num_frames=3,
+                                                                        resize=64),
+                              engine="noop" if isinstance(engine, NoopSettings) else "hf", engine_settings=engine,
+                              batch_size=batch, source=SourceSettings(readers=readers, ahead=4 * batch)))
     started = time.perf_counter()
     outcomes = run_pool(run, run.unfinished_shards(), workers, tp_size=1, on_cpu=True, progress=False)
     wall = time.perf_counter() - started
@@ -71,7 +76,7 @@ def main() -> None:
           f"{args.readers}, {os.cpu_count()} cores (load {os.getloadavg()[0]:.1f}), "
           f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
 
-    noop = EngineConfig(engine="noop", prompt="Describe the video.", noop_latency_s=args.latency)
+    noop = NoopSettings(latency_s=args.latency)
     print(f"noop engine, {args.latency} s per batch:")
     one = measure(work, "noop", noop, 1, args.rows_per_shard, args.batch_size, args.readers)
     two = measure(work, "noop", noop, 2, args.rows_per_shard, args.batch_size, args.readers)
@@ -79,8 +84,7 @@ def main() -> None:
 
     if not args.skip_tiny:
         model = make_tiny_model(work / "tiny", family="llava")
-        tiny = EngineConfig(engine="hf", model=str(model), prompt="Describe the video.", max_new_tokens=32,
-                            device="cpu")
+        tiny = HFSettings(model=str(model), max_new_tokens=32, device="cpu")
         print("tiny LLaVA model on the CPU, 32 new tokens:")
         one = measure(work, "tiny", tiny, 1, args.rows_per_shard, args.batch_size, args.readers)
         two = measure(work, "tiny", tiny, 2, args.rows_per_shard, args.batch_size, args.readers)

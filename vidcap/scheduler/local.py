@@ -11,10 +11,10 @@ from __future__ import annotations
 import threading
 from typing import Iterable
 
-from vidcap.engines import create_engine
-from vidcap.jobconfig import check_engine, load_job
 from vidcap.run import RunDir
-from vidcap.worker import ShardOutcome, run_shards, stop_on_signals
+from vidcap.signals import stop_on_signals
+from vidcap.tasks.spec import load_spec
+from vidcap.worker import ShardOutcome, run_shards
 
 
 def run_local(run: RunDir, shards: Iterable[int], progress: bool = True,
@@ -22,23 +22,24 @@ def run_local(run: RunDir, shards: Iterable[int], progress: bool = True,
     outcomes: list[ShardOutcome] = []
     if isinstance(shards, list) and not shards:
         return outcomes
-    job = load_job(run)
+    spec = load_spec(run)
+    needs = spec.needs()
     if isinstance(shards, list):
         from vidcap.scheduler.workers import plan_workers, run_pool, visible_gpus
 
-        on_cpu = (job.engine.device or "").startswith("cpu")
-        if workers is not None or len(plan_workers(None, job.engine.tp_size, [] if on_cpu else visible_gpus(),
+        on_cpu = needs.gpus_per_rank == 0
+        if workers is not None or len(plan_workers(None, needs.ranks, [] if on_cpu else visible_gpus(),
                                                    on_cpu)) > 1:
-            return run_pool(run, shards, workers, job.engine.tp_size, on_cpu=on_cpu, progress=progress)
-    if job.engine.tp_size > 1:  # N ranks on this machine share one model load across the shards
+            return run_pool(run, shards, workers, needs.ranks, on_cpu=on_cpu, progress=progress)
+    if needs.ranks > 1:  # N ranks on this machine share one model load across the shards
         from vidcap.parallel import run_shards_local
 
         return run_shards_local(run, shards, progress=progress)
     stop = threading.Event()
     with stop_on_signals(stop):
-        engine = create_engine(job.engine)
+        engine = spec.make_engine()
         try:
-            check_engine(engine, job)
+            engine.open(spec)
             outcomes = run_shards(run, shards, engine, stop, progress)  # type: ignore[arg-type]
         finally:
             engine.close()
