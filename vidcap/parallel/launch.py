@@ -182,8 +182,10 @@ def run_shards_local(run: RunDir, shards: Iterable[int], progress: bool = True) 
     from vidcap.tasks.spec import load_spec
 
     claim = isinstance(shards, Claims)
-    if not claim and not list(shards):
-        return []
+    if not claim:
+        shards = list(shards)
+        if not shards:
+            return []
     world = load_spec(run).needs().ranks
     with tempfile.TemporaryDirectory(prefix="vidcap-tp-") as tmp:
         folder = Path(tmp)

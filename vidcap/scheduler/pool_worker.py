@@ -117,4 +117,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run from the module imported under its own name: its Claims class must be the one the tensor-parallel
+    # launcher recognises (as __main__, this file's classes are other classes)
+    from vidcap.scheduler.pool_worker import main as _main
+
+    sys.exit(_main())
