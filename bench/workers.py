@@ -30,7 +30,7 @@ from vidcap.tasks.spec import SourceSettings, TaskSpec, freeze_spec  # noqa: E40
 from vidcap.manifest.split import split  # noqa: E402
 from vidcap.results import read_results  # noqa: E402
 from vidcap.run import RunDir  # noqa: E402
-from vidcap.scheduler.workers import run_pool  # noqa: E402
+from vidcap.scheduler.workers import plan_workers, run_pool  # noqa: E402
 from vidcap.fixtures.synth import make_video  # noqa: E402
 from vidcap.fixtures.tiny_models import make_tiny_model  # noqa: E402
 
@@ -46,7 +46,7 @@ def measure(work: Path, name: str, engine: NoopSettings | HFSettings, workers: i
                               engine="noop" if isinstance(engine, NoopSettings) else "hf", engine_settings=engine,
                               batch_size=batch, source=SourceSettings(readers=readers, ahead=4 * batch)))
     started = time.perf_counter()
-    outcomes = run_pool(run, run.unfinished_shards(), workers, tp_size=1, on_cpu=True, progress=False)
+    outcomes = run_pool(run, run.unfinished_shards(), plan_workers(workers, 1, [], on_cpu=True), progress=False)
     wall = time.perf_counter() - started
     assert all(o.finished for o in outcomes), "a shard did not finish"
     rows = sum(read_results(run, i).num_rows for i in range(run.num_shards))

@@ -76,3 +76,27 @@ def test_make_passes_paths_as_single_words(tmp_path: Path) -> None:
     first = subprocess.run(["bash", "-c", "printf '%s\\n' " + commands[0].split("/vidcap ", 1)[1]],
                            capture_output=True, text=True, check=True).stdout.splitlines()
     assert first[:2] == ["submit", "my data's.csv"], first
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return names
+
+
+def test_the_scheduler_takes_typed_settings_and_its_modules_form_no_cycle() -> None:
+    """The CLI stays in vidcap/commands: no scheduler module reads argparse; and no two scheduler modules
+    import each other (submit.py and slurm_submit.py did), lazily or not."""
+    modules = {f"vidcap.scheduler.{p.stem}": _imports(p) for p in (REPO / "vidcap" / "scheduler").glob("*.py")}
+    assert not [m for m, names in modules.items() if "argparse" in names]
+    graph = {m: {n for n in names if n in modules} for m, names in modules.items()}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in graph[start])
+
+    cycles = sorted(m for m in graph if reaches(m, m, {m}))
+    assert cycles == [], f"scheduler modules in an import cycle: {cycles}"

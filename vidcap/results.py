@@ -183,6 +183,36 @@ def _read_listed(files: _Files, segments: list[int], compactions: list[int]) -> 
     return tables
 
 
+def shards_with_results(run: RunDir) -> set[int]:
+    """Indices of the shards that have result files at all (one directory listing for the whole run)."""
+    found = set()
+    try:
+        with os.scandir(run.results_dir) as entries:
+            for entry in entries:
+                if m := (_Files.SEGMENT.match(entry.name) or _Files.COMPACT.match(entry.name)):
+                    found.add(int(m.group(1).split("-")[1]))
+    except FileNotFoundError:
+        pass
+    return found
+
+
+def result_counts(results: pa.Table) -> dict[str, Any]:
+    """Keys ok and keys failed (the newest result of each key counts), and what every row spent."""
+    from vidcap.manifest.resolve import best_per_key
+
+    best = best_per_key(results, key="key")
+    ok = (pc.sum(pc.equal(best["status"], STATUS_OK)).as_py() or 0) if best.num_rows else 0
+    return {"ok": ok, "error": best.num_rows - ok, "spent": spent_in(results) if results.num_rows else {}}
+
+
+def done_summary(run: RunDir, index: int, rows: int, stats: dict[str, Any]) -> dict[str, Any]:
+    """What a shard's completion marker holds: its counts and spending, and when its last attempt ran, so
+    that `vidcap status` reads one small file per finished shard instead of its results and stats."""
+    return {"rows": rows, "finished_at": time.time(), "started_at": stats.get("started_at"),
+            "processed": (stats.get("rows_ok") or 0) + (stats.get("rows_error") or 0),
+            **result_counts(read_results(run, index))}
+
+
 def live_writers(run: RunDir) -> list[str]:
     """Who holds a shard's writer lock now ("shard 3: pid 42 on node7"), for every shard of the run."""
     busy = []

@@ -2,11 +2,15 @@
 
     RUN/config.json             frozen config: manifest (path, fingerprint, key, columns, rows), shards, task, source, engine
     RUN/shards/shard-00000.parquet   the manifest rows of each shard, every column plus `_row` (manifest order)
-    RUN/results/shard-00000.arrows   append-only result log of each shard (see vidcap.results)
-    RUN/done/shard-00000        completion marker (JSON summary); the truth for "this shard is finished"
+    RUN/results/shard-00000.*   the result store of each shard (vidcap.results names its files: log
+                                segments `.log-0003.arrows`, compactions `.upto-0003.parquet`, `.lock`)
+    RUN/done/shard-00000        completion marker (JSON summary: rows, ok, error, spending, when); the truth
+                                for "this shard is finished"
     RUN/stats/shard-00000.json  figures of the shard's last attempt (rows, seconds, tokens, ...)
     RUN/logs/                   scheduler logs (submitit stdout/stderr per task)
     RUN/jobs.jsonl              one line per submitted job: job id, shards, time
+    RUN/status-cache.json       what `vidcap status` read from the completion markers (a cache: safe to delete)
+    RUN/previous/DATE/          what `split --force` moved aside
 
 Writes of small files go through `vidcap.durable.atomic_write_text` so a kill never leaves a half-written
 file that a rerun would trust.
@@ -67,11 +71,16 @@ class RunDir:
     def jobs_path(self) -> Path:
         return self.root / "jobs.jsonl"
 
+    @property
+    def previous_dir(self) -> Path:
+        return self.root / "previous"
+
+    @property
+    def status_cache_path(self) -> Path:
+        return self.root / "status-cache.json"
+
     def shard_path(self, index: int) -> Path:
         return self.shards_dir / (SHARD_NAME.format(index) + ".parquet")
-
-    def results_path(self, index: int) -> Path:
-        return self.results_dir / (SHARD_NAME.format(index) + ".arrows")
 
     def done_path(self, index: int) -> Path:
         return self.done_dir / SHARD_NAME.format(index)
@@ -111,8 +120,20 @@ class RunDir:
         except FileNotFoundError:
             pass
 
+    def done_shards(self) -> set[int]:
+        """Indices of every shard with a completion marker: one directory listing, not one stat per shard."""
+        return _indices(self.done_dir, "")
+
+    def read_done(self, index: int) -> dict[str, Any] | None:
+        """A completion marker's summary (None when the shard is not done)."""
+        try:
+            return json.loads(self.done_path(index).read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
     def unfinished_shards(self) -> list[int]:
-        return [i for i in range(self.num_shards) if not self.is_done(i)]
+        done = self.done_shards()
+        return [i for i in range(self.num_shards) if i not in done]
 
     # -- submitted jobs -----------------------------------------------------------------------------
     def record_jobs(self, shard_jobs: dict[int, str], executor: str) -> None:
@@ -143,8 +164,28 @@ class RunDir:
     def write_stats(self, index: int, stats: dict[str, Any]) -> None:
         atomic_write_text(self.stats_path(index), json.dumps(stats, indent=2, sort_keys=True) + "\n")
 
+    def stats_shards(self) -> set[int]:
+        return _indices(self.stats_dir, ".json")
+
     def read_stats(self, index: int) -> dict[str, Any] | None:
         try:
             return json.loads(self.stats_path(index).read_text(encoding="utf-8"))
         except (FileNotFoundError, json.JSONDecodeError):
             return None
+
+
+def _indices(folder: Path, suffix: str) -> set[int]:
+    """Shard indices of the files `shard-NNNNN<suffix>` in `folder` (temporary files are not counted)."""
+    found = set()
+    prefix = SHARD_NAME.split("{")[0]
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith(prefix) and name.endswith(suffix):
+                    number = name[len(prefix):len(name) - len(suffix)]
+                    if number.isdigit():
+                        found.add(int(number))
+    except FileNotFoundError:
+        pass
+    return found

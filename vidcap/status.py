@@ -7,16 +7,15 @@ throughput and ETA from the shards' stats files.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
-import pyarrow.compute as pc
-
-from vidcap.manifest.resolve import best_per_key
-from vidcap.results import read_results, spent_in
+from vidcap.durable import atomic_write_text
+from vidcap.results import read_results, result_counts, shards_with_results
 from vidcap.run import RunDir
 
 FRESH_S = 120.0  # stats newer than this count a shard as running (local runs have no scheduler to ask)
@@ -35,20 +34,11 @@ class ShardState:
     videos_per_s: float = 0.0
     spent: dict[str, float | int] = field(default_factory=dict)  # cost and tokens of every attempt's rows
     log_tail: list[str] = field(default_factory=list)
+    busy: tuple[float, float, int] | None = None  # last attempt: started, last seen, rows processed
 
     @property
     def remaining(self) -> int:
         return self.rows - self.ok
-
-
-def _result_counts(run: RunDir, index: int) -> tuple[int, int, dict[str, float | int]]:
-    """(ok keys, failed keys, spending) from the result store: every row ever written counts as spent."""
-    results = read_results(run, index)
-    best = best_per_key(results, key="key")
-    if best.num_rows == 0:
-        return 0, 0, {}
-    ok = pc.sum(pc.equal(best["status"], "ok")).as_py() or 0
-    return ok, best.num_rows - ok, spent_in(results)
 
 
 def _log_tail(run: RunDir, job_id: str) -> list[str]:
@@ -78,27 +68,36 @@ def _pid_alive(pid: int) -> bool:
 
 
 def shard_states(run: RunDir, timeout_s: float = 20.0) -> list[ShardState]:
+    """Every shard's state. Built to stay quick at 100,000 shards: one listing per folder says which shards
+    are done and which have results or stats at all, a finished shard costs its marker (and after the
+    first time, not even that: see `_DoneCache`), and only unfinished shards with files are opened."""
     config = run.load_config()
     sizes = config["shards"]["sizes"]
+    done, with_results, with_stats = run.done_shards(), shards_with_results(run), run.stats_shards()
     jobs = run.latest_jobs()
     from vidcap.scheduler.workers import is_local_job, local_job_state
 
-    slurm_ids = [j for s, j in jobs.items() if not run.is_done(s) and not is_local_job(j)]
+    slurm_ids = [j for s, j in jobs.items() if s not in done and not is_local_job(j)]
     states: dict[str, str] = {}
     if slurm_ids:
         from vidcap.scheduler.slurm import job_states
 
         states = job_states(slurm_ids, timeout_s=timeout_s)
+    cache = _DoneCache(run)
     report = []
     for index, rows in enumerate(sizes):
-        ok, error, spent = _result_counts(run, index)
-        stats = run.read_stats(index)
         job_id = jobs.get(index, "")
+        if index in done:
+            summary = cache.summary(index)
+            report.append(ShardState(index, "done", rows, summary["ok"], summary["error"], job_id, "", 0.0,
+                                     summary["spent"], busy=_busy(summary.get("started_at"), summary.get("finished_at"),
+                                                                  summary.get("processed", 0))))
+            continue
+        counts = result_counts(read_results(run, index)) if index in with_results else {"ok": 0, "error": 0, "spent": {}}
+        stats = run.read_stats(index) if index in with_stats else None
         slurm = states.get(job_id, "")
         log_tail: list[str] = []
-        if run.is_done(index):
-            state = "done"
-        elif is_local_job(job_id):  # a worker of a local pool: running while its stats are fresh
+        if is_local_job(job_id):  # a worker of a local pool: running while its stats are fresh
             state = _local_state(stats)
             if state != "running":
                 state, log_tail = local_job_state(run, job_id)
@@ -118,21 +117,90 @@ def shard_states(run: RunDir, timeout_s: float = 20.0) -> list[ShardState]:
         else:
             state = _local_state(stats)
         speed = stats.get("videos_per_s", 0.0) if stats and state == "running" else 0.0
-        entry = ShardState(index, state, rows, ok, error, job_id, slurm, speed, spent)
+        busy = _busy(stats.get("started_at"), stats.get("updated_at"),
+                     (stats.get("rows_ok") or 0) + (stats.get("rows_error") or 0)) if stats else None
+        entry = ShardState(index, state, rows, counts["ok"], counts["error"], job_id, slurm, speed, counts["spent"],
+                           busy=busy)
         if state == "failed" and job_id:
             entry.log_tail = log_tail or _log_tail(run, job_id)
         report.append(entry)
+    cache.save()
     return report
 
 
-def overall_rate(run: RunDir, shards: int) -> float:
-    """Videos per second over the run so far (first start to last update of every shard's stats)."""
-    stats = [s for s in (run.read_stats(i) for i in range(shards)) if s]
-    if not stats:
+def _busy(start: float | None, end: float | None, processed: int) -> tuple[float, float, int] | None:
+    return (float(start), float(end), int(processed)) if start and end and end >= start else None
+
+
+class _DoneCache:
+    """What `vidcap status` read from completion markers, kept in RUN/status-cache.json and trusted while a
+    marker's file is the same (inode and modification time: a marker is only ever replaced by a new file,
+    or removed, when its shard reopens).
+    A finished shard's counts never change, so a second `status` on a big run reads no marker at all."""
+
+    VERSION = 1
+
+    def __init__(self, run: RunDir) -> None:
+        self.run = run
+        self.entries: dict[str, list] = {}
+        self.changed = False
+        try:
+            data = json.loads(run.status_cache_path.read_text(encoding="utf-8"))
+            if data.get("version") == self.VERSION:
+                self.entries = data["markers"]
+        except (OSError, ValueError, KeyError, AttributeError):
+            pass
+        self.mtimes: dict[int, list[int]] = {}
+        try:
+            with os.scandir(run.done_dir) as entries:
+                for entry in entries:
+                    if entry.name.startswith("shard-") and entry.name[6:].isdigit():
+                        self.mtimes[int(entry.name[6:])] = [entry.inode(), entry.stat().st_mtime_ns]
+        except FileNotFoundError:
+            pass
+
+    def summary(self, index: int) -> dict[str, Any]:
+        key, mtime = str(index), self.mtimes.get(index)
+        cached = self.entries.get(key)
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+        summary = self.run.read_done(index) or {}
+        if "ok" not in summary:  # a marker written before markers held counts
+            summary = {**summary, **result_counts(read_results(self.run, index))}
+            stats = self.run.read_stats(index) or {}
+            summary.setdefault("started_at", stats.get("started_at"))
+            summary.setdefault("processed", (stats.get("rows_ok") or 0) + (stats.get("rows_error") or 0))
+        self.entries[key] = [mtime, summary]
+        self.changed = True
+        return summary
+
+    def save(self) -> None:
+        """Best effort: a run folder this user may only read still gets its status (just not faster)."""
+        if not self.changed:
+            return
+        live = {str(i) for i in self.mtimes}
+        markers = {k: v for k, v in self.entries.items() if k in live}
+        try:
+            atomic_write_text(self.run.status_cache_path,
+                              json.dumps({"version": self.VERSION, "markers": markers}, separators=(",", ":")))
+        except OSError:
+            pass
+
+
+def overall_rate(report: list[ShardState]) -> float:
+    """Videos per second over the run so far: rows processed by the shards' last attempts, divided by the
+    time during which at least one of them ran (the union of their intervals). Dividing by their summed
+    seconds instead gave the speed of one worker: N shards in parallel looked N times slower."""
+    spans = sorted(s.busy for s in report if s.busy)
+    if not spans:
         return 0.0
-    processed = sum(s.get("rows_ok", 0) + s.get("rows_error", 0) for s in stats)
-    busy = sum(s.get("seconds", 0.0) for s in stats)
-    return processed / busy if busy > 0 else 0.0
+    processed = sum(p for _, _, p in spans)
+    covered, end = 0.0, float("-inf")
+    for start, stop, _ in spans:
+        if stop > end:
+            covered += stop - max(start, end)
+            end = stop
+    return processed / covered if covered > 0 else 0.0
 
 
 def format_status(run: RunDir, report: list[ShardState], show_all: bool = False) -> str:
@@ -147,7 +215,7 @@ def format_status(run: RunDir, report: list[ShardState], show_all: bool = False)
     ok = sum(s.ok for s in report)
     error = sum(s.error for s in report)
     running_rate = sum(s.videos_per_s for s in report)
-    rate = running_rate or overall_rate(run, len(report))
+    rate = running_rate or overall_rate(report)
     remaining = rows - ok
     to_run = sum(s.remaining for s in report if s.state != "done")
     eta = _duration(to_run / rate) if rate > 0 and to_run else ("-" if not to_run else "unknown")

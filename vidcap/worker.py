@@ -26,8 +26,8 @@ from vidcap.engines.base import Engine, Result, Sample
 from vidcap.engines.batching import run_batch
 from vidcap.manifest.resolve import best_per_key
 from vidcap.manifest.split import load_shard
-from vidcap.results import (RESULT_COLUMNS, STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, ResultWriter, read_results,
-                            result_rows)
+from vidcap.results import (RESULT_COLUMNS, STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, ResultWriter, done_summary,
+                            read_results, result_rows)
 from vidcap.run import RunDir
 from vidcap.signals import stop_on_signals
 from vidcap.stats import ShardStats
@@ -133,7 +133,7 @@ def run_shard(
         stats = ShardStats(run, index, shard.num_rows, done_before, given_up, todo.num_rows)  # vidcap.stats
         if todo.num_rows == 0:
             final = stats.write(force=True, finished=True)
-            run.mark_done(index, {"rows": shard.num_rows, "finished_at": time.time()})
+            run.mark_done(index, done_summary(run, index, shard.num_rows, final))
             return ShardOutcome(index, True, final)
         keys = todo[key].cast(pa.string()).to_pylist()
         # signals first: the reader processes and their resource tracker inherit how USR2 is handled
@@ -146,7 +146,7 @@ def run_shard(
             figures = {"engine": engine.figures(), "source": source.figures()}
         final = stats.write(figures, force=True, finished=not stopped, stopped=stopped)
     if not stopped:
-        run.mark_done(index, {"rows": shard.num_rows, "finished_at": time.time()})
+        run.mark_done(index, done_summary(run, index, shard.num_rows, final))
     return ShardOutcome(index, not stopped, final)
 
 

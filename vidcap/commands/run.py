@@ -74,18 +74,12 @@ def caption_spec(args: argparse.Namespace, manifest: pa.Table):  # -> TaskSpec
 
 
 def cmd_run_shard(args: argparse.Namespace) -> int:
-    from vidcap.tasks.spec import load_spec
-    from vidcap.worker import run_shard
+    from vidcap.scheduler.placement import run_here
 
     run = RunDir.at(args.run)
     if not 0 <= args.index < run.num_shards:
         raise UserError(f"{run.root}: no shard {args.index} (shards are 0..{run.num_shards - 1})")
-    if load_spec(run).needs().ranks > 1:  # N ranks on this machine, watched (vidcap.parallel)
-        from vidcap.parallel import run_shards_local
-
-        outcome = run_shards_local(run, [args.index], progress=not args.no_progress)[0]
-    else:
-        outcome = run_shard(run, args.index, progress=not args.no_progress)
+    outcome = run_here(run, [args.index], progress=not args.no_progress)[0]
     s = outcome.stats
     state = "done" if outcome.finished else "stopped early (a rerun continues)"
     print(f"shard {args.index}: {state}: {s.get('rows_ok', 0)} ok, {s.get('rows_error', 0)} error, "

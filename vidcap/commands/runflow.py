@@ -54,7 +54,7 @@ def add_run_arguments(p: argparse.ArgumentParser, one_shot: bool, key_default: s
     g.add_argument("--workers", type=int, default=None,
                    help="local: worker processes sharing the shards (default: visible GPUs / --tp-size, else 1)")
     g.add_argument("--force-config", action="store_true", help="continue the run with changed settings")
-    from vidcap.scheduler.slurm_args import add_slurm_arguments
+    from vidcap.commands.slurm_flags import add_slurm_arguments
 
     add_slurm_arguments(p)
 
@@ -186,11 +186,12 @@ def one_shot_run(args: argparse.Namespace) -> RunDir:
 def run_task(args: argparse.Namespace, build_spec: SpecBuilder, done_word: str = "done") -> int:
     """The one-shot flow of a task's command: prepare, submit, wait, merge to --output, say what is left."""
     from vidcap.manifest.reduce_run import merge_run
+    from vidcap.commands.slurm_flags import resource_request
     from vidcap.scheduler.submit import submit_unfinished, wait_for
 
     output = Path(args.output)
     run = prepare(args, one_shot_run(args), build_spec)
-    submission = submit_unfinished(run, args)
+    submission = submit_unfinished(run, args.executor, resource_request(args), workers=args.workers)
     wait_for(run, submission, timeout_s=args.wait_timeout)
     counts = merge_run(run, output)
     print(f"{output}: {counts.rows} rows: {counts.ok} {done_word}, {counts.error} failed, "
@@ -203,6 +204,7 @@ def run_task(args: argparse.Namespace, build_spec: SpecBuilder, done_word: str =
 
 def submit_task(args: argparse.Namespace, build_spec: SpecBuilder) -> int:
     """`submit`: prepare and submit, without waiting (or only prepare, for plain sbatch)."""
+    from vidcap.commands.slurm_flags import resource_request
     from vidcap.scheduler.submit import submit_unfinished
 
     run = prepare(args, RunDir.at(args.run), build_spec)
@@ -211,5 +213,5 @@ def submit_task(args: argparse.Namespace, build_spec: SpecBuilder) -> int:
         print(f"prepared; to submit by hand: sbatch --array=0-{last} --output={run.logs_dir}/%A_%a.out "
               f"slurm/caption_array.sbatch {run.root}")
         return 0
-    submission = submit_unfinished(run, args)
+    submission = submit_unfinished(run, args.executor, resource_request(args), workers=args.workers)
     return 0 if submission.ok else 1

@@ -7,6 +7,7 @@ manifest column plus `_row`, the manifest row number.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -113,7 +114,7 @@ def split(
     run.shards_dir.mkdir(parents=True, exist_ok=True)
     with Batch() as batch:  # every shard durable before the config that says they exist
         for index, (start, stop) in enumerate(bounds):
-            pq.write_table(table.slice(start, stop - start), batch.path(run.shard_path(index)))
+            batch.write(run.shard_path(index), functools.partial(_parquet_bytes, table.slice(start, stop - start)))
     config = {
         "version": CONFIG_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -146,11 +147,19 @@ def _refuse_live_tasks(run: RunDir) -> None:
                             f"scancel them or let them end before --force")
 
 
+def _parquet_bytes(table: pa.Table) -> pa.Buffer:
+    """A shard's Parquet file in memory (writing it to a path through pyarrow's file layer cost twice as much)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
 def _archive_run(run: RunDir) -> Path:
     """Move the old split, results, markers, stats and job records aside: nothing a user paid for is deleted."""
-    archive = run.root / "previous" / time.strftime("%Y%m%d-%H%M%S")
+    archive = run.previous_dir / time.strftime("%Y%m%d-%H%M%S")
     archive.mkdir(parents=True, exist_ok=True)
-    for path in (run.config_path, run.shards_dir, run.results_dir, run.done_dir, run.stats_dir, run.jobs_path):
+    for path in (run.config_path, run.shards_dir, run.results_dir, run.done_dir, run.stats_dir, run.jobs_path,
+                 run.status_cache_path):
         if path.exists():
             shutil.move(str(path), str(archive / path.name))
     return archive

@@ -16,8 +16,9 @@ Who does what:
 Entry points (modules import torch only when called):
 * `run_shard_ranks(run_dir, index, stop=None)`: each Slurm task of a tensor-parallel array task (what
   `ShardTask("vidcap.parallel:run_shard_ranks")` calls); also works under torchrun's variables.
-* `run_shards_local(run, shards, progress=True)`: start N ranks on this machine and watch them (what
-  `vidcap run-shard` and the local executor call when tp_size > 1).
+* `run_shards_local(run, shards, progress=True)`: start N ranks on this machine and watch them;
+* `run_shards_as_step_task(run, shards, progress=True)`: be one rank of a plain `srun` step of N tasks
+  (slurm/caption_array.sbatch with --ntasks-per-node=N). `vidcap.scheduler.placement` picks among them.
 * `python -m vidcap.parallel RUN SHARD... --outcomes FILE`: one locally launched rank.
 
 Bounds (environment, seconds): VIDCAP_TP_TIMEOUT (one batch, default 600), VIDCAP_TP_START_TIMEOUT
@@ -26,6 +27,7 @@ Bounds (environment, seconds): VIDCAP_TP_TIMEOUT (one batch, default 600), VIDCA
 
 from __future__ import annotations
 
+import signal
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
     from vidcap.run import RunDir
     from vidcap.worker import ShardOutcome
 
-__all__ = ["run_shard_ranks", "run_shards_local"]
+__all__ = ["run_shard_ranks", "run_shards_as_step_task", "run_shards_local"]
 
 
 def run_shard_ranks(run_dir: str | Path, index: int, stop: threading.Event | None = None) -> "ShardOutcome":
@@ -54,6 +56,24 @@ def run_shard_ranks(run_dir: str | Path, index: int, stop: threading.Event | Non
         with stop_on_signals(stop):  # started by hand: SIGTERM/SIGINT stop rank 0 after its batch
             return serve(run_dir, [index], stop, env)[0]
     return serve(run_dir, [index], stop, env)[0]
+
+
+def run_shards_as_step_task(run: "RunDir", shards: list[int], progress: bool = True) -> list["ShardOutcome"]:
+    """This process is one of the N Slurm tasks of a plain `srun` step (sbatch --ntasks-per-node=N): one
+    rank, its place from SLURM_PROCID. Rank 0 stops after its batch on TERM or on USR2 (the time limit,
+    which srun passes to every task); the others ignore USR2, which would otherwise kill them: rank 0
+    decides for all."""
+    from vidcap.parallel.env import RankEnv
+    from vidcap.parallel.ranks import serve
+    from vidcap.signals import signal_sets_event, stop_on_signals
+
+    env = RankEnv.from_slurm()
+    stop = threading.Event()
+    if env.leader:
+        with stop_on_signals(stop):
+            return serve(run.root, shards, stop, env, progress=progress)
+    with signal_sets_event(signal.SIGUSR2, threading.Event()):
+        return serve(run.root, shards, stop, env)
 
 
 def run_shards_local(run: "RunDir", shards: list[int], progress: bool = True) -> list["ShardOutcome"]:

@@ -101,9 +101,9 @@ class RankEnv:
     @classmethod
     def from_slurm(cls) -> RankEnv:
         """This Slurm task's place, from submitit's job environment; a port derived from the job id."""
-        from submitit import JobEnvironment
+        from submitit.slurm.slurm import SlurmJobEnvironment
 
-        job = JobEnvironment()
+        job = SlurmJobEnvironment()  # SLURM_* variables: submitit's tasks and plain srun tasks alike
         world = job.num_tasks
         hosts = job.hostnames
         port = int(os.environ.get(PORT_ENV) or slurm_port(os.environ.get("SLURM_JOB_ID", "0"),

@@ -1,7 +1,7 @@
 """Start the N ranks of a tensor-parallel shard task on this machine and watch them (torchrun-like).
 
-`run_shards_local(run, shards)` is what `vidcap run-shard` and the local executor call when the run's
-`tp_size` is above 1. Each rank is `python -m vidcap.parallel RUN SHARD...` with torchrun's variables
+`run_shards_local(run, shards)` is what `vidcap run-shard` and the local executor call (through
+`vidcap.scheduler.placement`) when the run needs N > 1 ranks and this process is alone. Each rank is `python -m vidcap.parallel RUN SHARD...` with torchrun's variables
 (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_SIZE, MASTER_ADDR=127.0.0.1, MASTER_PORT = a free port) and
 OMP_NUM_THREADS=1 unless set (as torchrun does; 2 threads per rank made generate 10-100x slower on a small
 CPU machine). Ranks run in sessions of their own, so a Ctrl-C at the terminal reaches only this process,

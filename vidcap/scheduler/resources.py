@@ -11,7 +11,7 @@ import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from vidcap.errors import UserError
 
@@ -162,3 +162,17 @@ def load_profile(path: str | Path) -> SlurmResources:
         return SlurmResources(**data)
     except UserError as exc:
         raise UserError(f"Slurm profile {path}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ResourceRequest:
+    """What a user asked for this submission: a profile file and field changes (e.g. from flags)."""
+
+    profile: str | None = None
+    changes: Mapping[str, Any] = field(default_factory=dict)
+
+    def resolve(self, ranks: int = 1, saved: SlurmResources | None = None) -> SlurmResources:
+        """The changes over the profile, else over the resources this run was submitted with before; one
+        Slurm task per tensor-parallel rank."""
+        base = load_profile(self.profile) if self.profile else (saved or SlurmResources())
+        return base.override(**self.changes, tasks_per_node=ranks if ranks > 1 else None)

@@ -7,7 +7,6 @@ whose job is still queued or running is never submitted twice.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -17,18 +16,16 @@ from tqdm import tqdm
 from vidcap.errors import UserError
 from vidcap.tasks.spec import load_spec
 from vidcap.run import RunDir
+from vidcap.scheduler.placement import array_task_target
 from vidcap.scheduler.preflight import check_before_submit
-from vidcap.scheduler.resources import SlurmResources
+from vidcap.scheduler.resources import ResourceRequest, SlurmResources
 from vidcap.scheduler.slurm import job_states, submit_array
 from vidcap.scheduler.slurm_states import UNKNOWN, is_ended, is_live
-from vidcap.scheduler.slurm_args import resources_from_args
-from vidcap.scheduler.submit import Submission
+from vidcap.scheduler.submission import Submission
 from vidcap.scheduler.task import ShardTask
 
 JOB_END_GRACE_S = 60.0  # a task that wrote its last marker still returns its result to submitit and exits
 HEARTBEAT_S = 120.0  # a worker writes its stats after a batch, at most every 10 s (vidcap.worker)
-SINGLE_RANK_TARGET = "vidcap.worker:run_shard"
-TENSOR_PARALLEL_TARGET = "vidcap.parallel:run_shard_ranks"
 
 
 def saved_resources(run: RunDir) -> SlurmResources | None:
@@ -58,10 +55,10 @@ def active_shards(run: RunDir, shards: list[int]) -> dict[int, tuple[str, str]]:
     return busy
 
 
-def submit_slurm(run: RunDir, shards: list[int], args: argparse.Namespace) -> Submission:
+def submit_slurm(run: RunDir, shards: list[int], request: ResourceRequest) -> Submission:
     spec = load_spec(run)
     tp = spec.needs().ranks
-    resources = resources_from_args(args, tp_size=tp, saved=saved_resources(run))
+    resources = request.resolve(ranks=tp, saved=saved_resources(run))
     busy = active_shards(run, shards)
     for shard, (job_id, state) in sorted(busy.items()):
         print(f"shard {shard}: still {state.lower()} as job {job_id}; not submitted again")
@@ -73,7 +70,7 @@ def submit_slurm(run: RunDir, shards: list[int], args: argparse.Namespace) -> Su
     config = run.load_config()
     config["submit"] = {"executor": "slurm", "resources": dataclasses.asdict(resources)}
     run.save_config(config)
-    target = SINGLE_RANK_TARGET if tp == 1 else TENSOR_PARALLEL_TARGET
+    target = array_task_target(tp)
     run.logs_dir.mkdir(parents=True, exist_ok=True)
 
     def record(first: int, chunk: list) -> None:  # at once: a later array may fail, these still run

@@ -1,41 +1,34 @@
-"""Send a run's unfinished shards to an executor: this machine (local) or a Slurm job array."""
+"""Send a run's unfinished shards to an executor: this machine (local) or Slurm job arrays."""
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import dataclass, field
-
 from vidcap.run import RunDir
-from vidcap.worker import ShardOutcome
+from vidcap.scheduler.resources import ResourceRequest
+from vidcap.scheduler.submission import Submission
+
+EXECUTORS = ("local", "slurm")
 
 
-@dataclass
-class Submission:
-    executor: str
-    shards: list[int]
-    job_ids: list[str] = field(default_factory=list)
-    outcomes: list[ShardOutcome] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return all(o.finished for o in self.outcomes)
-
-
-def submit_unfinished(run: RunDir, args: argparse.Namespace) -> Submission:
+def submit_unfinished(run: RunDir, executor: str, request: ResourceRequest | None = None,
+                      workers: int | None = None) -> Submission:
+    """Run (local) or submit (slurm) every shard without a completion marker. `request`: Slurm resources;
+    `workers`: local worker processes (None: as many as the visible GPUs allow, see vidcap.scheduler.workers)."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     shards = run.unfinished_shards()
     if not shards:
         print(f"{run.root}: every shard is done; nothing to submit")
-        return Submission(args.executor, [])
-    if args.executor == "local":
+        return Submission(executor, [])
+    if executor == "local":
         from vidcap.scheduler.local import run_local
 
-        outcomes = run_local(run, shards, workers=getattr(args, "workers", None))
+        outcomes = run_local(run, shards, workers=workers)
         done = sum(o.finished for o in outcomes)
         print(f"{run.root}: {done} of {len(shards)} shards finished on this machine")
         return Submission("local", shards, outcomes=outcomes)
-    from vidcap.scheduler.slurm_submit import submit_slurm
+    from vidcap.scheduler.slurm_submit import submit_slurm  # submitit is imported only for Slurm
 
-    return submit_slurm(run, shards, args)
+    return submit_slurm(run, shards, request or ResourceRequest())
 
 
 def wait_for(run: RunDir, submission: Submission, timeout_s: float | None) -> None:

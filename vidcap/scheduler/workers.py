@@ -424,10 +424,19 @@ def _kill_group(proc: subprocess.Popen[bytes], wait: bool = False) -> None:
             pass
 
 
-def run_pool(run: RunDir, shards: list[int], workers: int | None, tp_size: int, on_cpu: bool = False,
-             progress: bool = True) -> list[ShardOutcome]:
-    """Caption `shards` with a pool of local workers; returns one outcome per shard handed out."""
-    plans = plan_workers(workers, tp_size, [] if on_cpu else visible_gpus(), on_cpu)
+def pool_plans(run: RunDir, workers: int | None) -> list[WorkerPlan] | None:
+    """The workers a local run gets (`--workers`, else the visible GPUs / the ranks per shard task), or None
+    when one process does it all, as before the pool: one worker by default (CPU, API and no-op engines)."""
+    from vidcap.tasks.spec import load_spec
+
+    needs = load_spec(run).needs()
+    on_cpu = needs.gpus_per_rank == 0
+    plans = plan_workers(workers, needs.ranks, [] if on_cpu else visible_gpus(), on_cpu)
+    return plans if workers is not None or len(plans) > 1 else None
+
+
+def run_pool(run: RunDir, shards: list[int], plans: list[WorkerPlan], progress: bool = True) -> list[ShardOutcome]:
+    """Caption `shards` with a pool of local workers; returns one outcome per shard handed out or skipped."""
     pool = Pool(run, shards, plans, progress=progress)
     outcomes = pool.run_all()
     print(f"{len(plans)} worker(s):\n{pool.summary()}", file=sys.stderr)

@@ -1,11 +1,12 @@
-"""Command-line flags for Slurm resources; they override the cluster profile (`--profile FILE`)."""
+"""Command-line flags for Slurm resources (`--partition`, `--time`, ..., `--profile FILE`), turned into the
+scheduler's typed `ResourceRequest`: the scheduler never sees argparse."""
 
 from __future__ import annotations
 
 import argparse
 
 from vidcap.errors import UserError
-from vidcap.scheduler.resources import SlurmResources, load_profile
+from vidcap.scheduler.resources import ResourceRequest
 
 
 def add_slurm_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,24 +25,18 @@ def add_slurm_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--setup", action="append", default=[], metavar="LINE", help="shell line run before each task")
 
 
-def resources_from_args(
-    args: argparse.Namespace, tp_size: int = 1, saved: SlurmResources | None = None
-) -> SlurmResources:
-    """Flags over the profile file, else over the resources this run was submitted with before."""
-    if getattr(args, "profile", None):
-        base = load_profile(args.profile)
-    else:
-        base = saved or SlurmResources()
+def resource_request(args: argparse.Namespace) -> ResourceRequest:
+    """The Slurm flags given on the command line (unset ones are left to the profile or the run's last)."""
     sbatch: dict[str, str | int | bool] = {}
     for item in getattr(args, "sbatch", []) or []:
         name, sep, value = item.partition("=")
         if not name:
             raise UserError(f"--sbatch {item!r}: expected KEY=VALUE (e.g. --sbatch exclusive=true)")
         sbatch[name.lstrip("-")] = True if not sep or value.lower() == "true" else value
-    return base.override(
-        partition=args.partition, account=args.account, qos=args.qos, time_min=args.time_min,
-        gpus_per_task=args.gpus_per_task, cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb,
-        constraint=args.constraint, array_parallelism=args.array_parallelism,
-        tasks_per_node=tp_size if tp_size > 1 else None,
-        sbatch=sbatch or None, setup=args.setup or None,
-    )
+    changes = {name: getattr(args, name, None) for name in (
+        "partition", "account", "qos", "time_min", "gpus_per_task", "cpus_per_task", "mem_gb", "constraint",
+        "array_parallelism")}
+    changes["sbatch"] = sbatch or None
+    changes["setup"] = tuple(getattr(args, "setup", []) or []) or None
+    return ResourceRequest(profile=getattr(args, "profile", None),
+                           changes={k: v for k, v in changes.items() if v is not None})

@@ -1,0 +1,112 @@
+"""Benchmark: `vidcap status` on a run of 100,000 one-row shards, half of them done.
+
+The run is built directly (a real config from `vidcap submit --prepare-only`, then 100,000 shards in it):
+each done shard has a completion marker with its counts, a compacted results file and a stats file, as a
+finished shard has; the others have nothing yet. Timed: `shard_states` + `format_status` (what `vidcap
+status` does), cold (first call: every marker read) and warm (the marker cache). Baseline: the old code
+path (per shard: read the results, the stats twice, test the marker), timed on the first --sample shards
+and scaled to the run (its cost per shard grows with the run, so the scaled figure is a lower bound).
+
+    .venv/bin/python bench/status_scale.py                   # 100,000 shards
+    .venv/bin/python bench/status_scale.py --shards 20000    # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vidcap.results import read_results, result_counts, result_rows
+from vidcap.run import RunDir
+from vidcap.status import format_status, shard_states
+
+TARGET_S = 2.0
+
+
+def build(root: Path, shards: int) -> RunDir:
+    manifest = root / "m.csv"
+    manifest.write_text("path\nv0.mp4\n")
+    subprocess.run([sys.executable, "-m", "vidcap", "submit", str(manifest), "--run", str(root / "run"),
+                    "--engine", "noop", "--shards", "1", "--prepare-only"], check=True, capture_output=True)
+    run = RunDir.at(root / "run")
+    config = run.load_config()
+    config["shards"] = {"count": shards, "sizes": [1] * shards}
+    run.save_config(config)
+    for folder in (run.results_dir, run.done_dir, run.stats_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    rows = result_rows([{"key": "v0.mp4", "status": "ok", "text": "a caption", "seconds": 0.5}])
+    sink = pa.BufferOutputStream()
+    pq.write_table(rows, sink)
+    parquet = sink.getvalue().to_pybytes()
+    now = time.time()
+    for index in range(shards // 2):
+        name = f"shard-{index:05d}"
+        (run.results_dir / f"{name}.upto-0000.parquet").write_bytes(parquet)
+        started = now - 3600 + index * 0.01
+        stats = {"shard": index, "started_at": started, "updated_at": started + 2, "seconds": 2.0, "rows_ok": 1,
+                 "rows_error": 0, "finished": True, "videos_per_s": 0.5}
+        (run.stats_dir / f"{name}.json").write_text(json.dumps(stats))
+        marker = {"rows": 1, "finished_at": started + 2, "started_at": started, "processed": 1,
+                  **result_counts(rows)} if index < 2 else None
+        (run.done_dir / name).write_text(json.dumps(marker or {"rows": 1, "finished_at": started + 2,
+                                                              "started_at": started, "processed": 1, "ok": 1,
+                                                              "error": 0, "spent": {}}))
+    return run
+
+
+def old_status(run: RunDir, shards: list[int]) -> None:
+    """The code path before: per shard read the results, the stats (twice: state and rate), the marker."""
+    from vidcap.manifest.resolve import best_per_key
+
+    for index in shards:
+        best_per_key(read_results(run, index), key="key")
+        run.read_stats(index)
+        run.is_done(index)
+    for index in shards:
+        run.read_stats(index)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shards", type=int, default=100_000)
+    p.add_argument("--sample", type=int, default=2_000, help="shards the old code path is timed on")
+    args = p.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="vidcap-status-bench-"))
+    try:
+        t = time.perf_counter()
+        run = build(root, args.shards)
+        print(f"built a run of {args.shards} shards ({args.shards // 2} done) in {time.perf_counter() - t:.1f} s; "
+              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+        timings = {}
+        for label in ("cold", "warm"):
+            t = time.perf_counter()
+            report = shard_states(run)
+            text = format_status(run, report)
+            timings[label] = time.perf_counter() - t
+        assert sum(s.state == "done" for s in report) == args.shards // 2 and "ok 50000" in text or args.shards != 100_000
+        sample = list(range(args.sample // 2)) + list(range(args.shards // 2, args.shards // 2 + args.sample // 2))
+        t = time.perf_counter()
+        old_status(run, sample)
+        old = (time.perf_counter() - t) * args.shards / len(sample)
+        print(f"status, cold (markers read)  {timings['cold']:6.2f} s")
+        print(f"status, warm (marker cache)  {timings['warm']:6.2f} s   target < {TARGET_S:g} s: "
+              f"{'met' if timings['warm'] < TARGET_S else 'NOT met'} (cold: "
+              f"{'met' if timings['cold'] < TARGET_S else 'not met'})")
+        print(f"old code path (scaled from {len(sample)} shards)  {old:6.1f} s")
+        print(f"speed-up: {old / timings['cold']:.1f}x cold, {old / timings['warm']:.1f}x warm")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
