@@ -15,6 +15,7 @@ import base64
 import hashlib
 import io
 import json
+import re
 import select
 import socket
 import sys
@@ -108,6 +109,7 @@ class FakeOpenAIServer:
         self.faults_sent: Counter[str] = Counter()
         self.log: list[tuple[float, RequestInfo]] = []  # (time.monotonic(), request) of each chat request
         self.attempts: Counter[str] = Counter()  # payload digest -> times seen
+        self.billed: Counter[int | None] = Counter()  # seed of the video -> completions answered with usage
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
 
@@ -134,6 +136,12 @@ class FakeOpenAIServer:
     def base_url(self) -> str:
         assert self._httpd is not None, "server not started"
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    @staticmethod
+    def seed_of(answer: str) -> int | None:
+        """The seed of the synthetic video whose frames a request carried (None: not such frames)."""
+        found = re.search(r"seed (\d+) frame", answer)
+        return int(found[1]) if found else None
 
     # -- bookkeeping (called from handler threads) ----------------------------------------------------
     def _arrive(self, digest: str, prompt: str, answer: str) -> RequestInfo:
@@ -253,6 +261,8 @@ class _Handler(BaseHTTPRequestHandler):
             message["content"] = ""
         prompt_tokens = PROMPT_TOKENS_PER_IMAGE * len(urls) + len(prompt.split())
         completion_tokens = len((message["content"] or message["refusal"] or "").split())
+        with self.fake._lock:  # a completion with usage: what an API bills
+            self.fake.billed[self.fake.seed_of(answer)] += 1
         self._json(200, {
             "id": f"chatcmpl-fake-{self.fake.chat_requests}", "object": "chat.completion", "created": int(time.time()),
             "model": request["model"],

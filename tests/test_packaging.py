@@ -14,7 +14,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 #: declared packages that vidcap never imports itself, and why they are needed anyway
 USED_INDIRECTLY = {"accelerate": "transformers' tensor-parallel and device maps need it",
-                   "tokenizers": "the tiny models' tokenizer is trained with it (fast tokenizers)"}
+                   "tokenizers": "the tiny models' tokenizer is trained with it (fast tokenizers)",
+                   "nvidia-ml-py": "the gpu extra: bench/gpu_throughput.py samples how busy the GPUs are (pynvml)"}
 
 
 def declared() -> dict[str, str]:

@@ -75,7 +75,9 @@ def shard_states(run: RunDir, timeout_s: float = 20.0) -> list[ShardState]:
     sizes = config["shards"]["sizes"]
     done, with_results, with_stats = run.done_shards(), shards_with_results(run), run.stats_shards()
     jobs = run.latest_jobs()
-    slurm_ids = [j for s, j in jobs.items() if s not in done]
+    from vidcap.scheduler.workers import is_local_job, local_job_state
+
+    slurm_ids = [j for s, j in jobs.items() if s not in done and not is_local_job(j)]
     states: dict[str, str] = {}
     if slurm_ids:
         from vidcap.scheduler.slurm import job_states
@@ -94,7 +96,13 @@ def shard_states(run: RunDir, timeout_s: float = 20.0) -> list[ShardState]:
         counts = result_counts(read_results(run, index)) if index in with_results else {"ok": 0, "error": 0, "spent": {}}
         stats = run.read_stats(index) if index in with_stats else None
         slurm = states.get(job_id, "")
-        if job_id and slurm:
+        log_tail: list[str] = []
+        if is_local_job(job_id):  # a worker of a local pool: running while its stats are fresh
+            state = _local_state(stats)
+            if state != "running":
+                state, log_tail = local_job_state(run, job_id)
+                state = state or "stopped"
+        elif job_id and slurm:
             from vidcap.scheduler.slurm_states import Phase, phase
 
             slurm_phase = phase(slurm)
@@ -114,7 +122,7 @@ def shard_states(run: RunDir, timeout_s: float = 20.0) -> list[ShardState]:
         entry = ShardState(index, state, rows, counts["ok"], counts["error"], job_id, slurm, speed, counts["spent"],
                            busy=busy)
         if state == "failed" and job_id:
-            entry.log_tail = _log_tail(run, job_id)
+            entry.log_tail = log_tail or _log_tail(run, job_id)
         report.append(entry)
     cache.save()
     return report
@@ -234,16 +242,16 @@ def format_status(run: RunDir, report: list[ShardState], show_all: bool = False)
                      f"{tokens_in} input + {tokens_out} output tokens so far")
     shown = [s for s in report if show_all or s.state != "done"]
     if shown:
-        lines += ["", f"{'shard':>6}  {'state':<13} {'job':<12} {'slurm':<11} {'rows':>6} {'ok':>6} {'error':>6} "
+        lines += ["", f"{'shard':>6}  {'state':<13} {'job':<14} {'slurm':<11} {'rows':>6} {'ok':>6} {'error':>6} "
                       f"{'todo':>6} {'videos/s':>8}"]
         for s in shown[:50] if not show_all else shown:
-            lines.append(f"{s.index:>6}  {s.state:<13} {s.job_id or '-':<12} {s.slurm or '-':<11} {s.rows:>6} "
+            lines.append(f"{s.index:>6}  {s.state:<13} {s.job_id or '-':<14} {s.slurm or '-':<11} {s.rows:>6} "
                          f"{s.ok:>6} {s.error:>6} {s.remaining:>6} {s.videos_per_s:>8.2f}")
         if len(shown) > 50 and not show_all:
             lines.append(f"   … {len(shown) - 50} more (--all shows every shard)")
     for s in report:
         if s.state == "failed":
-            lines.append(f"\nshard {s.index} (job {s.job_id}, {s.slurm}): last lines of its log")
+            lines.append(f"\nshard {s.index} (job {s.job_id}, {s.slurm or 'local worker'}): last lines of its log")
             lines += [f"    {line}" for line in s.log_tail] or ["    (no log)"]
     return "\n".join(lines)
 

@@ -27,8 +27,7 @@ from vidcap.engines.batching import run_batch
 from vidcap.manifest.resolve import best_per_key
 from vidcap.manifest.split import load_shard
 from vidcap.results import (RESULT_COLUMNS, STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, ResultWriter, done_summary,
-                            read_results,
-                            result_rows)
+                            read_results, result_rows)
 from vidcap.run import RunDir
 from vidcap.signals import stop_on_signals
 from vidcap.stats import ShardStats

@@ -51,6 +51,8 @@ def add_run_arguments(p: argparse.ArgumentParser, one_shot: bool, key_default: s
     g.add_argument("--max-attempts", type=int, default=3, help="a row that failed this often is not retried")
     g = p.add_argument_group("where it runs")
     g.add_argument("--executor", choices=["local", "slurm"], default="local")
+    g.add_argument("--workers", type=int, default=None,
+                   help="local: worker processes sharing the shards (default: visible GPUs / --tp-size, else 1)")
     g.add_argument("--force-config", action="store_true", help="continue the run with changed settings")
     from vidcap.commands.slurm_flags import add_slurm_arguments
 
@@ -79,6 +81,9 @@ def add_engine_arguments(p: argparse.ArgumentParser, default: str = "hf") -> Non
     g.add_argument("--device", help="cuda, cpu (default: cuda when present)")
     g.add_argument("--tp-size", type=int, default=1, help="tensor-parallel processes per shard task")
     g.add_argument("--tp-backend", choices=["deepspeed", "transformers"], default="deepspeed")
+    g.add_argument("--ds-kernel-inject", action="store_true",
+                   help="DeepSpeed's fused kernels for the language model where it has them (CUDA, --tp-size 2+, "
+                        "--tp-backend deepspeed); AutoTP otherwise")
     g = p.add_argument_group("OpenAI-compatible API (--engine openai; key from OPENAI_API_KEY or --api-key-file)")
     g.add_argument("--api-base", help="base URL of an OpenAI-compatible server (default: OpenAI)")
     g.add_argument("--api-key-file", help="file holding the API key (never pass the key itself)")
@@ -103,7 +108,8 @@ def engine_settings_from_args(args: argparse.Namespace) -> Any:
             raise UserError("--model is required (a Hugging Face id such as llava-hf/llava-v1.6-mistral-7b-hf, "
                             "or a local folder; `vidcap make-tiny-model DIR` makes a tiny one for trials)")
         return HFSettings(model=args.model, max_new_tokens=args.max_new_tokens, dtype=args.dtype, attn=args.attn,
-                          device=args.device, tp_size=args.tp_size, tp_backend=args.tp_backend)
+                          device=args.device, tp_size=args.tp_size, tp_backend=args.tp_backend,
+                          ds_kernel_inject=args.ds_kernel_inject)
     if args.engine == "openai":
         from vidcap.engines.openai_api import OpenAISettings
 
@@ -185,7 +191,7 @@ def run_task(args: argparse.Namespace, build_spec: SpecBuilder, done_word: str =
 
     output = Path(args.output)
     run = prepare(args, one_shot_run(args), build_spec)
-    submission = submit_unfinished(run, args.executor, resource_request(args))
+    submission = submit_unfinished(run, args.executor, resource_request(args), workers=args.workers)
     wait_for(run, submission, timeout_s=args.wait_timeout)
     counts = merge_run(run, output)
     print(f"{output}: {counts.rows} rows: {counts.ok} {done_word}, {counts.error} failed, "
@@ -207,5 +213,5 @@ def submit_task(args: argparse.Namespace, build_spec: SpecBuilder) -> int:
         print(f"prepared; to submit by hand: sbatch --array=0-{last} --output={run.logs_dir}/%A_%a.out "
               f"slurm/caption_array.sbatch {run.root}")
         return 0
-    submission = submit_unfinished(run, args.executor, resource_request(args))
+    submission = submit_unfinished(run, args.executor, resource_request(args), workers=args.workers)
     return 0 if submission.ok else 1

@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("resume", help="merge, compute what remains, and resubmit only the unfinished shards")
     p.add_argument("run", help="run folder")
     p.add_argument("--executor", choices=["local", "slurm"], help="default: the one the run was submitted with")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local: worker processes sharing the shards (default: visible GPUs / --tp-size, else 1)")
     p.add_argument("--wait", action="store_true", help="wait for the resubmitted tasks (Slurm)")
     p.add_argument("--wait-timeout", type=float, default=None)
     from vidcap.commands.slurm_flags import add_slurm_arguments
@@ -51,8 +53,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from vidcap.manifest.reduce_run import merge_run, remaining_run
-    from vidcap.commands.slurm_flags import resource_request
     from vidcap.results import STATUS_OK, STATUS_SKIPPED
+    from vidcap.commands.slurm_flags import resource_request
     from vidcap.scheduler.submit import submit_unfinished, wait_for
 
     from vidcap.tasks.spec import load_spec
@@ -72,7 +74,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if reopened:
         print(f"shards {', '.join(map(str, reopened))}: done, but with failed rows to retry; reopened")
     args.executor = args.executor or config.get("submit", {}).get("executor", "local")
-    submission = submit_unfinished(run, args.executor, resource_request(args))
+    submission = submit_unfinished(run, args.executor, resource_request(args), workers=args.workers)
     if args.wait:
         wait_for(run, submission, timeout_s=args.wait_timeout)
     return 0

@@ -26,6 +26,7 @@ class HFSettings:
     device: str | None = operational(None)  # cuda, cpu; default cuda when present
     tp_size: int = operational(1)  # tensor-parallel ranks per shard task
     tp_backend: str = operational("deepspeed")
+    ds_kernel_inject: bool = operational(False)  # DeepSpeed's fused kernels for the language model (CUDA, TP)
 
     def __post_init__(self) -> None:
         problems = []
@@ -39,6 +40,9 @@ class HFSettings:
             problems.append(f"--tp-size must be at least 1, got {self.tp_size}")
         if self.tp_backend not in TP_BACKENDS:
             problems.append(f"unknown --tp-backend {self.tp_backend!r} (choose from {', '.join(TP_BACKENDS)})")
+        if self.ds_kernel_inject and (self.tp_size < 2 or self.tp_backend != "deepspeed"):
+            problems.append("--ds-kernel-inject applies to tensor-parallel runs through DeepSpeed "
+                            "(--tp-size 2 or more, --tp-backend deepspeed)")
         if problems:
             raise UserError("; ".join(problems))
 

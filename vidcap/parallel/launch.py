@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from vidcap.errors import UserError
 from vidcap.parallel.env import PARENT_ENV, REASON_ENV, free_port
@@ -175,17 +175,22 @@ def _watch(procs: list[subprocess.Popen[bytes]], folder: Path, world: int, give_
         kill_all(procs)
 
 
-def run_shards_local(run: RunDir, shards: list[int], progress: bool = True) -> list[ShardOutcome]:
-    """Caption `shards` one after another with tp_size ranks on this machine (the model loads once)."""
+def run_shards_local(run: RunDir, shards: Iterable[int], progress: bool = True) -> list[ShardOutcome]:
+    """Caption `shards` one after another with tp_size ranks on this machine (the model loads once).
+    `shards` may be a worker pool's claims: rank 0 then claims from the pool itself (`--claim`)."""
+    from vidcap.scheduler.pool_worker import Claims
     from vidcap.tasks.spec import load_spec
 
-    if not shards:
-        return []
+    claim = isinstance(shards, Claims)
+    if not claim:
+        shards = list(shards)
+        if not shards:
+            return []
     world = load_spec(run).needs().ranks
     with tempfile.TemporaryDirectory(prefix="vidcap-tp-") as tmp:
         folder = Path(tmp)
         outcomes_path = folder / "outcomes.json"
-        argv = [str(run.root), *map(str, shards), "--outcomes", str(outcomes_path)]
+        argv = [str(run.root), *(["--claim"] if claim else map(str, shards)), "--outcomes", str(outcomes_path)]
         if not progress:
             argv.append("--no-progress")
         supervise(start_ranks(argv, world, folder), folder)

@@ -31,6 +31,7 @@ import dataclasses
 import importlib.util
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -140,15 +141,54 @@ def _load_deepspeed(config: HFSettings, env: RankEnv, device: torch.device, grou
     model = load_model(dataclasses.replace(config, device="cpu", dtype=name))
     policy = language_only_policy(model)
     kwargs: dict[str, Any] = {}
-    if policy is not None:
+    inject = config.ds_kernel_inject and use_kernel_inject(model, device, policy, env.leader)
+    if policy is not None and not inject:
         kwargs["injection_policy"] = policy
         log.info("DeepSpeed AutoTP limited to the language decoder layers of %s", model.config.model_type)
     engine = deepspeed.init_inference(model, tensor_parallel={"tp_size": env.world_size}, dtype=dtype,
-                                      replace_with_kernel_inject=False, **kwargs)
+                                      replace_with_kernel_inject=inject, **kwargs)
     module = engine.module
     if device.type == "cuda":
         module = module.to(device)
     return module.eval()
+
+
+def kernel_inject_layers(model: Any) -> list[str]:
+    """Names of the language model's decoder layer classes that DeepSpeed has fused inference kernels for
+    (its kernel-injection policies: Llama, GPT-NeoX, OPT, BLOOM, ... but not Mistral or Qwen2)."""
+    from deepspeed.module_inject.replace_policy import replace_policies
+
+    known = set()
+    for policy in replace_policies:
+        try:
+            policy(None)  # a throw-away instance fills in the transformers class it replaces
+        except Exception:  # noqa: BLE001 - a policy for a library that is not installed
+            continue
+        layer = policy._orig_layer_class
+        known.update(layer if isinstance(layer, list) else [layer] if layer is not None else [])
+    layers = language_layers(model)
+    kinds = {type(layer) for layer in layers} if layers is not None else set()
+    return sorted(k.__name__ for k in kinds if k in known)
+
+
+def use_kernel_inject(model: Any, device: torch.device, policy: Any, leader: bool) -> bool:
+    """--ds-kernel-inject: refused on the CPU (the kernels are CUDA's); where DeepSpeed has no kernels for
+    this language model, or only a partial policy fits it, AutoTP runs instead and rank 0 says so."""
+    if device.type != "cuda":
+        raise UserError("--ds-kernel-inject needs CUDA GPUs: DeepSpeed's fused inference kernels do not run on "
+                        "the CPU (drop the flag to use AutoTP)")
+    layers = language_layers(model)
+    kind = type(layers[0]).__name__ if layers is not None and len(layers) else "?"
+    reason = ""
+    if policy is not None:
+        reason = f"{model.config.model_type} needs its own tensor-parallel policy"
+    elif not kernel_inject_layers(model):
+        reason = f"DeepSpeed has no fused kernels for {kind}"
+    if reason:
+        if leader:
+            print(f"vidcap: --ds-kernel-inject: {reason}; using AutoTP", file=sys.stderr)
+        return False
+    return True
 
 
 def language_only_policy(model: Any) -> dict[type, tuple[str, ...]] | None:

@@ -20,7 +20,7 @@ import sys
 import threading
 import traceback
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from vidcap.errors import UserError
 from vidcap.parallel.env import Bounds, RankEnv
@@ -28,7 +28,7 @@ from vidcap.parallel.watchdog import EXIT_STALLED, Watchdog, die, set_rank_label
 from vidcap.worker import ShardOutcome, run_shards
 
 
-def serve(run_dir: str | Path, shards: Sequence[int], stop: threading.Event | None, env: RankEnv,
+def serve(run_dir: str | Path, shards: Iterable[int], stop: threading.Event | None, env: RankEnv,
           progress: bool = False) -> list[ShardOutcome]:
     """Run `shards` of the run with this rank's part of the model; the same outcomes on every rank.
 
@@ -39,7 +39,7 @@ def serve(run_dir: str | Path, shards: Sequence[int], stop: threading.Event | No
     bounds = Bounds.from_env()
     watchdog = Watchdog(env.rank, env.world_size, bounds).start()
     try:
-        return _serve(Path(run_dir), list(shards), stop or threading.Event(), env, bounds, watchdog, progress)
+        return _serve(Path(run_dir), shards, stop or threading.Event(), env, bounds, watchdog, progress)
     except UserError as exc:
         die(str(exc), code=UserError.exit_code)
     except _Aborted as exc:
@@ -61,7 +61,7 @@ class _Aborted(Exception):
         self.code = code
 
 
-def _serve(run_dir: Path, shards: list[int], stop: threading.Event, env: RankEnv, bounds: Bounds,
+def _serve(run_dir: Path, shards: Iterable[int], stop: threading.Event, env: RankEnv, bounds: Bounds,
            watchdog: Watchdog, progress: bool) -> list[ShardOutcome]:
     from vidcap.run import RunDir
     from vidcap.tasks.spec import load_spec
@@ -91,7 +91,7 @@ def _serve(run_dir: Path, shards: list[int], stop: threading.Event, env: RankEnv
         local.close()
 
 
-def _lead(run: Any, shards: list[int], stop: threading.Event, job: Any, local: Any, channel: Any,
+def _lead(run: Any, shards: Iterable[int], stop: threading.Event, job: Any, local: Any, channel: Any,
           watchdog: Watchdog, bounds: Bounds, progress: bool) -> list[ShardOutcome]:
     from vidcap.parallel.tp_engine import TensorParallelEngine
 
@@ -187,15 +187,21 @@ def run_rank_main(argv: Sequence[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m vidcap.parallel", description=run_rank_main.__doc__)
     p.add_argument("run")
-    p.add_argument("shards", type=int, nargs="+")
+    p.add_argument("shards", type=int, nargs="*")
+    p.add_argument("--claim", action="store_true", help="take shards from the local worker pool, one at a time")
     p.add_argument("--outcomes", required=True, help="rank 0 writes the shard outcomes here (JSON)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     env = RankEnv.from_env()
     stop = threading.Event()
     if env.leader:
+        shards: Any = args.shards
+        if args.claim:  # rank 0 alone asks the pool for each next shard
+            from vidcap.scheduler.pool_worker import Claims
+
+            shards = Claims.from_env()
         with stop_on_signals(stop):  # the launcher forwards SIGTERM/SIGINT to rank 0 only
-            outcomes = serve(args.run, args.shards, stop, env, progress=not args.no_progress)
+            outcomes = serve(args.run, shards, stop, env, progress=not args.no_progress)
         data = [{"index": o.index, "finished": o.finished, "stats": o.stats} for o in outcomes]
         atomic_write_text(args.outcomes, json.dumps(data, default=str))
     else:

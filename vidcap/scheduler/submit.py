@@ -9,8 +9,10 @@ from vidcap.scheduler.submission import Submission
 EXECUTORS = ("local", "slurm")
 
 
-def submit_unfinished(run: RunDir, executor: str, request: ResourceRequest | None = None) -> Submission:
-    """Run (local) or submit (slurm) every shard without a completion marker. `request`: Slurm resources."""
+def submit_unfinished(run: RunDir, executor: str, request: ResourceRequest | None = None,
+                      workers: int | None = None) -> Submission:
+    """Run (local) or submit (slurm) every shard without a completion marker. `request`: Slurm resources;
+    `workers`: local worker processes (None: as many as the visible GPUs allow, see vidcap.scheduler.workers)."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     shards = run.unfinished_shards()
@@ -20,7 +22,7 @@ def submit_unfinished(run: RunDir, executor: str, request: ResourceRequest | Non
     if executor == "local":
         from vidcap.scheduler.local import run_local
 
-        outcomes = run_local(run, shards)
+        outcomes = run_local(run, shards, workers=workers)
         done = sum(o.finished for o in outcomes)
         print(f"{run.root}: {done} of {len(shards)} shards finished on this machine")
         return Submission("local", shards, outcomes=outcomes)

@@ -1,0 +1,188 @@
+"""Chaos beyond the no-op engine, on the Slurm test cluster: random `scancel` and `kill -9` of array tasks
+while a run captions with the tiny Hugging Face model, and with the API engine against the test server;
+then `vidcap resume` until done.
+
+The checks: every key exactly once with status ok (in the merged output and in the raw result store: a kill
+never makes a row be written twice), at most one batch redone per kill (the API server counts the requests
+each video's frames were sent in), and the cost ledger counting every billed attempt it could see: every
+result row ever written, refusals and superseded attempts included; the only billed requests it cannot see
+are those of a batch a kill cut off before it was written, at most one batch per kill.
+
+Bounded: a few kills in a window of under a minute, then resumes under a deadline. VIDCAP_CHAOS_SEED replays
+the choices.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+import pytest
+from openai_server import FakeOpenAIServer, RequestInfo
+from test_slurm_runs import (Cli, _all_jobs, all_done, cleanup, cli, note, task_logs, wait_ended,  # noqa: F401
+                             worker_pid)
+from worker_helpers import make_clips
+
+from vidcap.fixtures.tiny_models import make_tiny_model
+from vidcap.results import read_results
+from vidcap.run import RunDir
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.usefixtures("slurm_job_env"),
+              pytest.mark.timeout(600)]
+
+SLURM = ["--executor", "slurm", "--cpus-per-task", "1", "--mem-gb", "1", "--time", "5", "--num-frames", "2"]
+KEY = "sk-chaos-77c1d2e3f4a5b6c7"
+REFUSED = {5, 17}  # refused on their first attempt: billed error rows, captioned by a later resume
+
+
+def unleash(run: RunDir, cli: Cli, rng: random.Random, kills: int, window_s: float) -> dict[str, str]:
+    """Kill running tasks at random (scancel or kill -9 of the worker), resuming now and then; job -> how."""
+    plan = ["scancel", "kill-9"] * (kills // 2) + ["kill-9"] * (kills % 2)
+    rng.shuffle(plan)
+    killed: dict[str, str] = {}
+    # the window opens when a first task has written a batch (loading a model on a busy node takes a while)
+    first = time.monotonic() + 180
+    while not any(worker_pid(run, s, j) for s, j in run.latest_jobs().items()):
+        assert time.monotonic() < first, "no task wrote a batch within 180 s"
+        time.sleep(0.5)
+    end = time.monotonic() + window_s
+    while plan and time.monotonic() < end:
+        time.sleep(rng.uniform(1.0, 3.0))
+        live = {s: j for s, j in run.latest_jobs().items() if j not in killed and not run.is_done(s)}
+        targets = [(s, j, pid) for s, j in sorted(live.items()) if (pid := worker_pid(run, s, j))]
+        if not targets:
+            continue
+        shard, job_id, pid = rng.choice(targets)
+        how = plan.pop()
+        if how == "scancel":
+            subprocess.run(["scancel", job_id], check=True, timeout=30)
+        else:
+            os.kill(pid, signal.SIGKILL)
+        killed[job_id] = how
+        note(f"{time.strftime('%X')} {how} shard {shard} (job {job_id}, pid {pid}, "
+             f"{read_results(run, shard).num_rows} rows written)")
+        if rng.random() < 0.4:
+            cli("resume", run.root)  # the killed task may not have ended yet: its shard is refused then
+    return killed
+
+
+def resume_until_done(run: RunDir, cli: Cli, deadline_s: float, seed: int, poll_s: float = 4.0) -> int:
+    deadline = time.monotonic() + deadline_s
+    resumes = 0
+    while not all_done(run):
+        assert time.monotonic() < deadline, f"seed {seed}: not done after the deadline; {cli('status', run.root)}"
+        cli("resume", run.root)
+        resumes += 1
+        time.sleep(poll_s)
+    return resumes
+
+
+def check_run(run: RunDir, cli: Cli, keys: list[str], killed: dict[str, str], seed: int,
+              may_fail: set[str] = frozenset()) -> dict[str, collections.Counter]:
+    """Every key once and ok in the output and once ok in the raw store; no job ended badly unless killed;
+    no two live writers of a shard. Returns the raw store's rows per key and status."""
+    merged = run.root / "final.parquet"
+    out = cli("merge", run.root, "--output", merged)
+    assert f"{len(keys)} rows: {len(keys)} ok, 0 error" in out, out
+    ok: collections.Counter = collections.Counter()
+    failed: collections.Counter = collections.Counter()
+    for i in range(run.num_shards):
+        rows = read_results(run, i)
+        for key, status in zip(rows["key"].to_pylist(), rows["status"].to_pylist()):
+            (ok if status == "ok" else failed)[key] += 1
+    assert sorted(ok) == sorted(keys) and set(ok.values()) == {1}, f"seed {seed}: a key written twice or lost"
+    assert set(failed) <= set(may_fail), f"seed {seed}: unexpected error rows {failed}"
+    states = wait_ended(_all_jobs(run))
+    others = {j: s for j, s in states.items() if s != "COMPLETED" and j not in killed}
+    assert others == {}, f"seed {seed}: jobs that ended badly without being killed: {others}"
+    assert "being written by another process" not in task_logs(run), "a shard had two live tasks at once"
+    return {"ok": ok, "failed": failed}
+
+
+def chaos_seed() -> tuple[int, random.Random]:
+    seed = int(os.environ.get("VIDCAP_CHAOS_SEED", random.randrange(1 << 30)))
+    note(f"chaos seed {seed} (VIDCAP_CHAOS_SEED={seed} replays the choices)")
+    return seed, random.Random(seed)
+
+
+def test_chaos_with_the_tiny_model(tmp_path: Path, cli: Cli, cleanup: Any) -> None:  # noqa: F811
+    seed, rng = chaos_seed()
+    model = make_tiny_model(tmp_path / "tiny-llava", family="llava")
+    manifest = make_clips(tmp_path / "videos", 32)
+    run = RunDir.at(tmp_path / "run")
+    cleanup(run)
+    out = cli("submit", manifest, "--run", run.root, "--shards", 4, "--model", model, "--batch-size", 1,
+              "--max-new-tokens", 256, "--resize", 64, "--device", "cpu", *SLURM)
+    assert "submitted" in out, out
+    killed = unleash(run, cli, rng, kills=4, window_s=60)
+    assert len(killed) >= 3, f"only {len(killed)} kills landed (seed {seed})"
+    resumes = resume_until_done(run, cli, 240, seed, poll_s=10)  # a task loads the model first
+    check_run(run, cli, [f"clip_{i:03d}.mp4" for i in range(32)], killed, seed)
+    tokens = sum(pc.sum(read_results(run, i)["generated_tokens"]).as_py() for i in range(run.num_shards))
+    assert tokens > 0
+    note(f"tiny model: {len(killed)} kills, {len(_all_jobs(run))} jobs for 4 shards, {resumes} resumes after")
+
+
+def test_chaos_with_the_api_engine(tmp_path: Path, cli: Cli, cleanup: Any,  # noqa: F811
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    seed, rng = chaos_seed()
+    clips, batch = 36, 2
+    manifest = make_clips(tmp_path / "videos", clips)
+    key_file = tmp_path / "openai.key"
+    key_file.write_text(KEY + "\n")
+    key_file.chmod(0o600)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+
+    def refusals(info: RequestInfo) -> str | None:
+        return "refusal" if info.attempt == 1 and FakeOpenAIServer.seed_of(info.answer) in REFUSED else None
+
+    run = RunDir.at(tmp_path / "run")
+    cleanup(run)
+    with FakeOpenAIServer(api_key=KEY, latency_s=1.5, faults=refusals) as server:
+        out = cli("submit", manifest, "--run", run.root, "--shards", 6, "--engine", "openai", "--model", "gpt-4o",
+                  "--api-base", server.base_url, "--api-key-file", key_file, "--concurrency", batch,
+                  "--batch-size", batch, "--resize", 0, "--request-timeout", 10, *SLURM)
+        assert "submitted" in out, out
+        killed = unleash(run, cli, rng, kills=4, window_s=40)
+        assert len(killed) >= 3, f"only {len(killed)} kills landed (seed {seed})"
+        resumes = resume_until_done(run, cli, 180, seed)
+        keys = [f"clip_{i:03d}.mp4" for i in range(clips)]
+        rows = check_run(run, cli, keys, killed, seed, may_fail={f"clip_{s:03d}.mp4" for s in REFUSED})
+        billed = dict(server.billed)
+        sent = server.chat_requests  # billed or not: a request cut off by a kill is answered to no one
+
+    # what the store recorded as billed: every row with tokens (ok rows and refusals), per video
+    recorded: collections.Counter = collections.Counter()
+    cost = 0.0
+    for i in range(run.num_shards):
+        table = read_results(run, i)
+        for key, tokens in zip(table["key"].to_pylist(), table["prompt_tokens"].to_pylist()):
+            if tokens:
+                recorded[int(key[5:8])] += 1
+        cost += pc.sum(table["cost_usd"]).as_py() or 0.0
+    assert set(billed) == set(range(clips)), billed  # every video answered at least once, none other
+    unseen = {s: billed[s] - recorded[s] for s in billed if billed[s] != recorded[s]}
+    assert all(n > 0 for n in unseen.values()), f"seed {seed}: rows with tokens the server never billed: {unseen}"
+    # the only billed requests the ledger cannot see: a batch in flight when its task was killed
+    assert sum(unseen.values()) <= batch * len(killed), f"seed {seed}: {unseen} for {len(killed)} kills"
+    for s in REFUSED:  # each refusal billed and recorded, then captioned by a resume
+        assert recorded[s] >= 2 and rows["failed"][f"clip_{s:03d}.mp4"] >= 1
+    # redone work: requests beyond one per video (and one more per refusal), at most a batch per kill
+    redone = sum(billed.values()) - clips - len(REFUSED)
+    assert redone == sum(unseen.values()) and redone <= batch * len(killed)
+    resent = sent - clips - len(REFUSED)  # every request beyond the first per video (and per refusal)
+    assert 0 <= resent <= batch * len(killed), f"seed {seed}: {resent} requests sent again for {len(killed)} kills"
+    status = cli("status", run.root)
+    shown = float(status.split("cost      $", 1)[1].split()[0])
+    assert shown == pytest.approx(cost, abs=1e-4) and cost > 0, status
+    assert "every attempt counted" in status
+    note(f"API: {len(killed)} kills, {sent} requests sent, {sum(billed.values())} billed for {clips} videos "
+         f"({len(REFUSED)} refusals; {resent} sent again, {redone} billed again after kills), ledger ${cost:.4f}, "
+         f"{resumes} resumes after")
