@@ -8,8 +8,10 @@ track, and the steps compose:
 1. Corners (`goodFeaturesToTrack`) of frame k are tracked into frame k+1 with pyramidal Lucas-Kanade and
    back again; a point whose round trip misses its start by more than `max_fb_error` pixels is dropped.
 2. A similarity (translation, rotation, uniform scale) is fitted to the survivors with RANSAC
-   (`estimateAffinePartial2D`): the camera's motion is what most points agree on, so foreground objects
-   moving over a still background are outliers, not a pan.
+   (`estimateAffinePartial2D`), so foreground objects moving over a still background are outliers, not a
+   pan. When many points disagree, RANSAC runs again on them, and the camera's motion is the candidate
+   whose points spread widest, not merely the one with the most corners: a textured object over a flat
+   sky can hold more corners than the background, but the background surrounds it.
 3. Frame k warped by that similarity must look like frame k+1 (normalised correlation over the overlap at
    least `min_correlation`); otherwise the step crossed a scene cut.
 4. The steps compose into the first -> last similarity A; dx, dy = A(c) - c for the frame centre c, over
@@ -148,16 +150,45 @@ def _step(a: np.ndarray, b: np.ndarray, settings: MotionSettings, k: int) -> tup
     good = (status.ravel() == 1) & (status_back.ravel() == 1) & (error < settings.max_fb_error)
     if int(good.sum()) < settings.min_points:
         raise _Unclassified(f"too few points: {int(good.sum())} tracked at step {k}")
-    matrix, inlier_mask = cv2.estimateAffinePartial2D(corners[good], forward[good], method=cv2.RANSAC,
-                                                      ransacReprojThreshold=settings.ransac_px,
-                                                      maxIters=2000, confidence=0.995, refineIters=10)
-    inliers = 0 if inlier_mask is None else int(inlier_mask.sum())
-    if matrix is None or inliers < settings.min_points:
-        raise _Unclassified(f"too few points: {inliers} agree at step {k}")
-    correlation = _warp_correlation(a, b, matrix)
+    matrix, inliers, correlation = _camera_model(a, b, corners[good], forward[good], settings, k)
     if correlation < settings.min_correlation:
         raise _Unclassified(f"scene cut at step {k} (correlation {correlation:.2f})")
     return matrix, inliers, inliers / detected, correlation
+
+
+def _camera_model(a: np.ndarray, b: np.ndarray, start: np.ndarray, end: np.ndarray, settings: MotionSettings,
+                  k: int) -> tuple[np.ndarray, int, float]:
+    """The similarity that is the camera's, its inlier count and warp correlation.
+
+    RANSAC's largest consensus is not always the camera: a large textured object over a flat background
+    (sky, wall) can hold more corners than the background. So when the first model leaves more than
+    `_SECOND_LOOK` of the points out, RANSAC runs again on those left out (up to `_CANDIDATES` models).
+    Among the candidates with at least `_CLOSE` of the best one's inliers, the camera is the one whose
+    inliers spread widest (convex hull area): the background surrounds objects; an object is compact.
+    """
+    left = np.arange(len(start))
+    candidates: list[tuple[np.ndarray, np.ndarray]] = []
+    while len(candidates) < _CANDIDATES and len(left) >= settings.min_points:
+        matrix, mask = cv2.estimateAffinePartial2D(start[left], end[left], method=cv2.RANSAC,
+                                                   ransacReprojThreshold=settings.ransac_px,
+                                                   maxIters=2000, confidence=0.995, refineIters=10)
+        if matrix is None or mask is None or int(mask.sum()) < settings.min_points:
+            break
+        candidates.append((matrix, left[mask.ravel() == 1]))
+        left = left[mask.ravel() == 0]
+        if len(candidates) == 1 and len(left) <= _SECOND_LOOK * len(start):
+            break
+    if not candidates:
+        raise _Unclassified(f"too few points: fewer than {settings.min_points} agree at step {k}")
+    most = max(len(members) for _, members in candidates)
+    close = [c for c in candidates if len(c[1]) >= _CLOSE * most]
+    matrix, members = max(close, key=lambda c: cv2.contourArea(cv2.convexHull(start[c[1]].reshape(-1, 2))))
+    return matrix, len(members), _warp_correlation(a, b, matrix)
+
+
+_CANDIDATES = 3
+_SECOND_LOOK = 0.2
+_CLOSE = 0.5
 
 
 def _warp_correlation(a: np.ndarray, b: np.ndarray, matrix: np.ndarray) -> float:

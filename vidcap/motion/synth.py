@@ -231,7 +231,7 @@ def write_clip(spec: ClipSpec, path: str | os.PathLike) -> Path:
 def clip_set(count: int, *, seed: int = 0, size: tuple[int, int] = (320, 180), frames: int = 48,
              threshold: float = DEFAULT_THRESHOLD) -> list[ClipSpec]:
     """`count` clips covering every label: still cameras (with jitter, noise, foreground objects, slow drift
-    below the threshold), pans, tilts, zooms in and out, their combinations, motion just above the
+    below the threshold), pans (also under a foreground object), tilts, zooms in and out, their combinations, motion just above the
     threshold, scene cuts, black frames, very short clips; a third portrait, half over photographs.
 
     Speeds stay at least 30% away from the threshold on either side (0.7 T / 1.3 T), so a label is not
@@ -239,7 +239,7 @@ def clip_set(count: int, *, seed: int = 0, size: tuple[int, int] = (320, 180), f
     """
     rng = np.random.default_rng(seed)
     kinds = ["static", "static_objects", "drift", "pan", "tilt", "zoom", "pan_tilt", "pan_zoom", "tilt_zoom",
-             "all3", "near", "cut", "black", "tiny", "short", "static_objects"]
+             "all3", "near", "cut", "black", "tiny", "short", "static_objects", "pan_objects"]
     t = threshold
     specs = []
     for n in range(count):
@@ -268,6 +268,8 @@ def clip_set(count: int, *, seed: int = 0, size: tuple[int, int] = (320, 180), f
             spec = replace(spec, dx=still(0.2), dy=still(0.2))
         elif kind == "static_objects":
             spec = replace(spec, objects=int(rng.integers(1, 3)), jitter=0.0, dx=still(0.1), dy=still(0.1))
+        elif kind == "pan_objects":
+            spec = replace(spec, objects=1, dx=moving(1.3, 2.5), dy=still(0.3))
         elif kind == "drift":
             spec = replace(spec, dx=still(0.7), dy=still(0.7), zoom=1 + 2 * t * float(rng.uniform(-0.3, 0.6)))
         elif kind == "pan":

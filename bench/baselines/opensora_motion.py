@@ -67,8 +67,9 @@ def grey_frames(path: str, frame_interval: int = 15):
                 yield frame.to_ndarray(format="gray")
 
 
-def process(path: str, frame_interval: int = 15) -> str | None:
-    """Open-Sora's label for one video (its own words; see TO_CATEGORY)."""
+def process(path: str, frame_interval: int = 15, fixed: bool = False) -> str | None:
+    """Open-Sora's label for one video (its own words; see TO_CATEGORY). `fixed` moves `prvs` on to each
+    sampled frame (what the code meant to do), for comparison only: the baseline is the bug as shipped."""
     prvs = None
     frame_types = []
     for frame in grey_frames(path, frame_interval):
@@ -90,10 +91,18 @@ def process(path: str, frame_interval: int = 15) -> str | None:
         dist_diff = dists >= empty_dists
         zoom_in_factor = np.count_nonzero(dist_diff) / len(dist_diff)
         frame_types.append(get_type(mean_mag, mean_ang, zoom_in_factor))
+        if fixed:
+            prvs = frame
     return get_video_type(frame_types)
 
 
 def baseline_label(path: str) -> str:
     """Open-Sora's answer in the 8 categories (or its own word when it has no category: pan/tilt, dynamic)."""
     word = process(path)
+    return TO_CATEGORY.get(word, word or "unclassified")
+
+
+def fixed_label(path: str) -> str:
+    """The same with the frame-0 bug fixed (each sampled frame against the previous one)."""
+    word = process(path, fixed=True)
     return TO_CATEGORY.get(word, word or "unclassified")
