@@ -85,9 +85,9 @@ def test_span_plan_takes_first_to_last(tmp_path):
 
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
-    """Two rounds of every kind of generated clip (34 clips, 256x144 or 144x256, 36 frames), measured."""
+    """Two rounds of every kind of generated clip (34 clips, 192x108 or 108x192, 30 frames), measured."""
     folder = tmp_path_factory.mktemp("motion-clips")
-    specs = clip_set(34, seed=11, size=(256, 144), frames=36)
+    specs = clip_set(34, seed=11, size=(192, 108), frames=30)
     return [(spec, measure_video(str(write_clip(spec, folder / f"{spec.name}.mp4")))) for spec in specs]
 
 
