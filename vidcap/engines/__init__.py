@@ -22,6 +22,7 @@ ENGINES: dict[str, str] = {
     "hf": "vidcap.engines.hf:HFEngine",
     "openai": "vidcap.engines.openai_api:OpenAIEngine",
     "noop": "vidcap.engines.noop:NoopEngine",
+    "motion": "vidcap.engines.motion:MotionEngine",
 }
 
 
