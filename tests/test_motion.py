@@ -17,7 +17,7 @@ from vidcap.frames import FrameError, read_frames, span_indices
 from vidcap.motion import CATEGORIES, MotionSettings, estimate_motion, measure_video, motion_label
 from vidcap.motion.labels import label_parts
 from vidcap.motion.relabel import relabel_file
-from vidcap.motion.synth import ClipSpec, clip_set, render, write_clip
+from vidcap.fixtures.motion_clips import ClipSpec, clip_set, render, write_clip
 
 # ---------------------------------------------------------------- the formula
 

@@ -1,7 +1,7 @@
 """`vidcap motion` end to end on the shared run machinery: local executor and a real Slurm CPU array, each
 with a broken video that is an error row, then fixed and picked up by `vidcap resume`.
 
-Clips are generated with known camera motion (vidcap.motion.synth), small (192x108, 30 frames), so the
+Clips are generated with known camera motion (vidcap.fixtures.motion_clips), small (192x108, 30 frames), so the
 labels are checked against the truth, not just for presence.
 """
 
@@ -19,7 +19,7 @@ import pytest
 
 from vidcap.cli import main
 from vidcap.motion import motion_label
-from vidcap.motion.synth import ClipSpec, write_clip
+from vidcap.fixtures.motion_clips import ClipSpec, write_clip
 from vidcap.run import RunDir
 
 SPECS = [

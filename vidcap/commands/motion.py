@@ -43,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("output", help="the motion output file (.csv or .parquet) to relabel")
     p.add_argument("--threshold", type=float, required=True, metavar="T",
                    help="fraction of the short side the scene must move first -> last (Open-Sora's default 0.25)")
-    p.add_argument("--to", default=None, metavar="FILE", help="write the relabelled file here instead of replacing OUTPUT")
+    p.add_argument("--to", default=None, metavar="FILE",
+                   help="write the relabelled file here instead of replacing OUTPUT")
     p.set_defaults(func=relabel_handler)
 
 

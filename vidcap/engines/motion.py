@@ -89,7 +89,8 @@ class MotionEngine(Engine):
         return results
 
     def figures(self) -> dict[str, Any]:
-        return {"motion_measured": getattr(self, "measured", 0), "motion_unclassified": getattr(self, "unclassified", 0)}
+        return {"motion_measured": getattr(self, "measured", 0),
+                "motion_unclassified": getattr(self, "unclassified", 0)}
 
 
 def _numbers(dx: float | None, dy: float | None, zoom: float | None, points: int, confidence: float,

@@ -2,7 +2,8 @@
 
 Rooms: `labels` (numbers + threshold -> label, the documented formula), `estimate` (frames -> numbers,
 OpenCV tracking), `video` (a file -> frames through vidcap's readers -> numbers), `relabel` (re-threshold
-a finished output without rerunning), `synth` (clips of known motion, for tests and bench/motion.py).
+a finished output without rerunning). Clips of known motion for tests and bench/motion.py:
+vidcap.fixtures.motion_clips. The run task and engine: vidcap.tasks.motion, vidcap.engines.motion.
 """
 
 from vidcap.motion.estimate import Motion, MotionSettings, estimate_motion
