@@ -99,7 +99,7 @@ def estimate_motion(frames: Sequence[np.ndarray], settings: MotionSettings = Mot
     greys = [_grey(frame, settings.short_side) for frame in frames]
     for index, grey in enumerate(greys):
         if float(grey.std()) < settings.blank_std:
-            return Motion(UNCLASSIFIED, reason=f"blank frame: frame {index} of {len(greys)}")
+            return Motion(UNCLASSIFIED, reason=f"blank frame: sampled frame {index + 1} of {len(greys)}")
     total = np.eye(3)
     points, confidence, steps = 1 << 30, 1.0, []
     try:
