@@ -145,3 +145,16 @@ def test_motion_slurm_cpu_array_with_resume(tmp_path: Path, capsys: pytest.Captu
         ids = {j.split("_")[0] for j in run.latest_jobs().values()} if run.root.exists() else set()
         if ids:
             subprocess.run(["scancel", *sorted(ids)], timeout=30, check=False)
+
+
+def test_motion_refuses_bad_flags_before_writing_anything(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,id\nv/a.mp4,1\n")
+    for flags, message in [(["--threshold", "0"], "--threshold must be a positive fraction"),
+                           (["--steps", "2"], "--steps must be at least 4"),
+                           (["--short-side", "10"], "--short-side must be at least 32"),
+                           (["--path-column", "video"], "no 'video' column")]:
+        assert vidcap("motion", manifest, "--output", tmp_path / "out.csv", *flags) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv"]
