@@ -125,7 +125,7 @@ SPEED_CLIPS = (
 def speed(gops: list[int], repeats: int) -> None:
     print(f"\nSpeed on 1280x720 10 s clips (30 fps), one process, OMP_NUM_THREADS=1, cv2 threads 1;"
           f" median of {repeats}")
-    print(f"  {'clip':<28} {'method':<10} {'label':<22} {'cpu s':>7} {'wall s':>7} {'videos/s/core':>14}")
+    print(f"  {'clip':<26} {'method':<10} {'label':<44} {'cpu s':>6} {'wall s':>7} {'videos/s/core':>14}")
     totals: dict[str, list[float]] = defaultdict(list)
     for gop in gops:
         for spec in SPEED_CLIPS:
@@ -141,7 +141,7 @@ def speed(gops: list[int], repeats: int) -> None:
                 cpu_s, wall_s = statistics.median(cpus), statistics.median(walls)
                 totals[name].append(cpu_s)
                 mark = "" if label == spec.label else f" (true {spec.label})"
-                print(f"  {spec.name + f' gop {gop}':<28} {name:<10} {label + mark:<22} {cpu_s:7.2f} {wall_s:7.2f}"
+                print(f"  {spec.name + f' gop {gop}':<26} {name:<10} {label + mark:<44} {cpu_s:6.2f} {wall_s:7.2f}"
                       f" {1 / cpu_s:14.3f}")
     rate = {name: len(cpu) / sum(cpu) for name, cpu in totals.items()}
     ratio = rate["ours"] / rate["open-sora"]
