@@ -136,9 +136,9 @@ def run_shard(
             run.mark_done(index, {"rows": shard.num_rows, "finished_at": time.time()})
             return ShardOutcome(index, True, final)
         keys = todo[key].cast(pa.string()).to_pylist()
-        source = source_class(task.source)(spec.source, task, todo, keys, config["manifest"]["path"])
+        # signals first: the reader processes and their resource tracker inherit how USR2 is handled
         with (stop_on_signals(stop) if own_stop else _nothing()), \
-                source, \
+                source_class(task.source)(spec.source, task, todo, keys, config["manifest"]["path"]) as source, \
                 _engine_for(spec, engine) as engine:  # reading starts before the model loads
             stopped = _drain(source, engine, task, writer, stats, stop, spec.batch_size, index, progress)
             if not stopped:
