@@ -76,6 +76,10 @@ def test_span_plan_takes_first_to_last(tmp_path):
     path = write_clip(ClipSpec(name="plan", width=128, height=96, frames=30), tmp_path / "plan.mp4")
     frames = read_frames(str(path), 13, plan="span")
     assert frames.indices[0] == 0 and frames.indices[-1] == 29 and len(set(frames.indices)) == 13
+    assert read_frames(str(path), 3).indices == [3, 15, 27]  # the default plan is unchanged
+    pytest.importorskip("decord")
+    other = read_frames(str(path), 13, plan="span", backend="decord")
+    assert other.indices == frames.indices and other.backend == "decord"
     with pytest.raises(ValueError):
         read_frames(str(path), 3, plan="random")
 
