@@ -23,6 +23,7 @@ ENGINES: dict[str, str] = {
     "hf-text": "vidcap.engines.hf_text:HFTextEngine",
     "openai": "vidcap.engines.openai_api:OpenAIEngine",
     "noop": "vidcap.engines.noop:NoopEngine",
+    "motion": "vidcap.engines.motion:MotionEngine",
 }
 
 

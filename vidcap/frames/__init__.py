@@ -9,7 +9,7 @@ from vidcap.frames.errors import FrameError
 from vidcap.frames.frameset import FrameSet
 from vidcap.frames.probe import DEFAULT_MAX_PIXELS
 from vidcap.frames.read import BACKENDS, read_frames
-from vidcap.frames.sampling import sample_indices, sample_positions
+from vidcap.frames.sampling import PLANS, plan_indices, sample_indices, sample_positions, span_indices
 
-__all__ = ["BACKENDS", "DEFAULT_MAX_PIXELS", "FrameError", "FrameSet", "read_frames", "sample_indices",
-           "sample_positions"]
+__all__ = ["BACKENDS", "DEFAULT_MAX_PIXELS", "PLANS", "FrameError", "FrameSet", "plan_indices", "read_frames",
+           "sample_indices", "sample_positions", "span_indices"]

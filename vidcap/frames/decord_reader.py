@@ -16,10 +16,10 @@ from vidcap.frames.errors import FrameError
 from vidcap.frames.frameset import FrameSet
 from vidcap.frames.probe import check_complete
 from vidcap.frames.pyav_reader import Header
-from vidcap.frames.sampling import sample_indices
+from vidcap.frames.sampling import plan_indices
 
 
-def read_decord(path: str, num_frames: int, *, header: Header) -> FrameSet:
+def read_decord(path: str, num_frames: int, *, header: Header, plan: str = "even") -> FrameSet:
     """K frames of `path` at full size and upright; `header` (from PyAV) tells what the file promises."""
     try:
         import decord
@@ -32,7 +32,7 @@ def read_decord(path: str, num_frames: int, *, header: Header) -> FrameSet:
         if frame_count:  # by duration: decord's count may leave out frames an MP4 edit list hides
             ends = reader.get_frame_timestamp([0, frame_count - 1])
             check_complete(frame_count, 0, float(ends[1, 1] - ends[0, 0]), header.seconds)
-        indices = sample_indices(num_frames, frame_count)
+        indices = plan_indices(plan, num_frames, frame_count)
         frames = list(reader.get_batch(indices).asnumpy())
         times = reader.get_frame_timestamp(indices)[:, 0].tolist()
         first = float(reader.get_frame_timestamp([0])[0, 0])

@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 from vidcap.frames.errors import FrameError
 from vidcap.frames.frameset import FrameSet
 from vidcap.frames.probe import check_pixels
-from vidcap.frames.sampling import sample_indices
+from vidcap.frames.sampling import plan_indices
 
 
 def read_image(path: str, *, max_pixels: int | None) -> FrameSet:
@@ -32,13 +32,13 @@ def read_image(path: str, *, max_pixels: int | None) -> FrameSet:
                     frame_count=1, backend="image")
 
 
-def read_animation(path: str, num_frames: int, *, max_pixels: int | None) -> FrameSet:
-    """K evenly spaced frames of an animated image, timed by the frame durations it declares."""
+def read_animation(path: str, num_frames: int, *, max_pixels: int | None, plan: str = "even") -> FrameSet:
+    """K frames of an animated image (by the frame `plan`), timed by the frame durations it declares."""
     try:
         with Image.open(path) as image:
             check_pixels(image.width, image.height, max_pixels)
             count = getattr(image, "n_frames", 1)
-            indices = sample_indices(num_frames, count)
+            indices = plan_indices(plan, num_frames, count)
             frames, starts, clock = [], {}, 0.0
             for index in range(indices[-1] + 1):
                 image.seek(index)

@@ -28,7 +28,7 @@ import numpy as np
 from vidcap.frames.errors import FrameError
 from vidcap.frames.frameset import FrameSet
 from vidcap.frames.probe import check_complete, check_pixels
-from vidcap.frames.sampling import sample_indices
+from vidcap.frames.sampling import plan_indices
 from vidcap.frames.transform import rotate
 
 
@@ -44,19 +44,20 @@ class _Fallback(Exception):
     """Timestamps cannot identify frames here: count frames in a straight decode instead."""
 
 
-def read_pyav(path: str, num_frames: int, *, max_pixels: int | None, looks_like_video: bool) -> FrameSet:
-    """K frames of `path` at full size and upright; FrameError for anything wrong with the file."""
+def read_pyav(path: str, num_frames: int, *, max_pixels: int | None, looks_like_video: bool,
+              plan: str = "even") -> FrameSet:
+    """K frames of `path` (by the frame `plan`) at full size and upright; FrameError for anything wrong."""
     try:
         with open_video(path, max_pixels=max_pixels, looks_like_video=looks_like_video) as container:
             stream = container.streams.video[0]
             packets, damaged = _scan(container, stream)
             try:
-                return _Reader(container, stream, packets, damaged).read(num_frames)
+                return _Reader(container, stream, packets, damaged).read(num_frames, plan)
             except _Fallback:
                 pass
         # raw streams cannot seek back: count frames in a fresh pass
         with open_video(path, max_pixels=max_pixels, looks_like_video=looks_like_video) as container:
-            return _read_counting(container, container.streams.video[0], len(packets), num_frames)
+            return _read_counting(container, container.streams.video[0], len(packets), num_frames, plan)
     except av.FFmpegError as exc:  # a seek or a conversion the file did not allow
         raise FrameError(f"truncated or corrupt: {_why(exc)}") from None
 
@@ -167,8 +168,8 @@ class _Reader:
         self.pending: av.Packet | None = None  # the packet read to check where a seek landed
         self.out: deque[av.VideoFrame] = deque()  # decoded frames not yet looked at
 
-    def read(self, num_frames: int) -> FrameSet:
-        indices = sample_indices(num_frames, len(self.shown))
+    def read(self, num_frames: int, plan: str = "even") -> FrameSet:
+        indices = plan_indices(plan, num_frames, len(self.shown))
         wanted = {self.shown[i]: i for i in indices}
         found: dict[int, np.ndarray] = {}
         rotation = 0
@@ -259,9 +260,9 @@ class _Reader:
 
 
 def _read_counting(container: av.container.InputContainer, stream: av.VideoStream, frame_count: int,
-                   num_frames: int) -> FrameSet:
+                   num_frames: int, plan: str = "even") -> FrameSet:
     """A straight decode from the start, frame i being the i-th frame out (streams without usable pts)."""
-    indices = sample_indices(num_frames, frame_count)
+    indices = plan_indices(plan, num_frames, frame_count)
     wanted = set(indices)
     found: dict[int, np.ndarray] = {}
     times: dict[int, float] = {}
