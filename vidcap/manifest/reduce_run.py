@@ -102,7 +102,7 @@ def merge_run(run: RunDir, output: str | os.PathLike[str], caption_column: str =
 
 
 def remaining_run(run: RunDir, output: str | os.PathLike[str], max_attempts: int | None = None) -> ReduceCounts:
-    """Manifest rows with no `ok` (or `skipped`) result, every column intact, in manifest order.
+    """Manifest rows with no `ok` result, every column intact, in manifest order.
 
     With `max_attempts`, rows that already failed that many times are left out (and counted)."""
     manifest_format(output)
@@ -120,7 +120,7 @@ def remaining_run(run: RunDir, output: str | os.PathLike[str], max_attempts: int
             joined = _attach(shard, key, best, [pa.field("status", pa.string()), pa.field("error", pa.string()), pa.field("failures", pa.int64())])
             _count(counts, joined)
             status = pc.fill_null(joined["status"], "")
-            todo = pc.invert(pc.is_in(status, value_set=pa.array(["ok", "skipped"])))  # skipped: nothing to do
+            todo = pc.not_equal(status, "ok")
             if max_attempts is not None:
                 exhausted = pc.and_(todo, pc.greater_equal(pc.fill_null(joined["failures"], 0), max_attempts))
                 counts.given_up += pc.sum(exhausted).as_py() or 0
