@@ -71,7 +71,8 @@ def tag_spec(args: argparse.Namespace, manifest: pa.Table):  # -> TaskSpec
         if args.tp_size < 1:
             raise UserError("--tp-size must be at least 1")
         engine_settings = HFTextSettings(model=args.model or DEFAULT_MODEL, max_new_tokens=args.max_new_tokens,
-                                         dtype=args.dtype, attn=args.attn, device=args.device, tp_size=args.tp_size)
+                                         dtype=args.dtype, attn=args.attn, device=args.device, tp_size=args.tp_size,
+                                         tp_backend=args.tp_backend)
     else:
         engine_settings = engine_settings_from_args(args)
     settings = TagSettings(keys=args.tag_keys, prompt=instruction(args.tag_keys, args.prompt_file),

@@ -142,6 +142,9 @@ class ChatGenerator:
                                    "dtype": str(self.model.dtype).removeprefix("torch."), "context": self.context}
         if self.is_noise:
             figures["random_weights"] = True
+        q_proj = _first_q_proj(self.model)
+        if q_proj is not None:  # rows of this process's attention query projection: halved under TP=2
+            figures["q_proj_rows"] = int(q_proj.weight.shape[0])
         if self.device.type == "cuda":
             figures["peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated(self.device)
         return figures
@@ -159,6 +162,13 @@ class ChatGenerator:
     def _overflow_message(self, prompt_tokens: int) -> str:
         return (f"input of {prompt_tokens} tokens + {self.max_new_tokens} new tokens exceeds the model's context "
                 f"of {self.context}")
+
+
+def _first_q_proj(model: Any) -> Any:
+    for name, module in model.named_modules():
+        if name.endswith("self_attn.q_proj") and hasattr(module, "weight"):
+            return module
+    return None
 
 
 def context_length(model: Any, tokenizer: Any) -> int | None:

@@ -3,6 +3,8 @@
 A thin `Engine` around `hf_chat.ChatGenerator` (chat template, left padding, greedy decoding): the worker
 hands it text samples whose `prompt` the task built from the row's text; out-of-memory halving is the
 worker's (`engines.batching.run_batch`), as for every engine. `--engine hf` of `vidcap tag` is this engine.
+With `--tp-size N` each of the N ranks holds a shard of the model through the same DeepSpeed AutoTP or
+transformers `tp_plan` paths as the VLM engine (vidcap.parallel.load), and `attach` takes it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class HFTextSettings:
     attn: str | None = operational(None)
     device: str | None = operational(None)
     tp_size: int = operational(1)
+    tp_backend: str = operational("deepspeed")  # or transformers
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -45,15 +48,12 @@ class HFTextEngine(Engine):
 
     @classmethod
     def needs(cls, settings: HFTextSettings) -> Needs:
-        return Needs(ranks=1, gpus_per_rank=0 if settings.device == "cpu" else 1)
+        return Needs(ranks=max(1, settings.tp_size), gpus_per_rank=0 if settings.device == "cpu" else 1)
 
     @classmethod
     def preflight(cls, settings: HFTextSettings, spec: Any = None) -> None:
         if not settings.model:
             raise UserError("no model given: pass a hub id or a local checkpoint folder of a chat model")
-        if settings.tp_size > 1:
-            raise UserError("--tp-size > 1 is not available for the text engine yet: an 8B chat model fits one "
-                            "GPU; run more shards in parallel instead")
 
     def open(self, spec: Any = None) -> None:
         """Load the model and tokenizer once; refuse a prompt that leaves no room for the answer."""
@@ -62,12 +62,19 @@ class HFTextEngine(Engine):
 
             self.preflight(self.settings)
             s = self.settings
-            tokenizer = load_chat_tokenizer(s.model)
-            model = load_chat_model(s.model, device=s.device, dtype=s.dtype, attn=s.attn)
-            self.generator = ChatGenerator(model, tokenizer, s.max_new_tokens, name=s.model)
+            tokenizer = load_chat_tokenizer(s.model)  # first: a model without a chat template is refused unloaded
+            self.attach(load_chat_model(s.model, device=s.device, dtype=s.dtype, attn=s.attn), tokenizer)
         prompt = getattr(spec, "prompt", "") if spec is not None else ""
         if prompt:
             self.generator.check_fits(prompt)
+
+    def attach(self, model: Any, tokenizer: Any, device: Any = None) -> "HFTextEngine":
+        """Serve with a model loaded elsewhere (a tensor-parallel rank loads its shard its own way)."""
+        from vidcap.engines.hf_chat import ChatGenerator
+
+        self.generator = ChatGenerator(model, tokenizer, self.settings.max_new_tokens, device=device,
+                                       name=self.settings.model)
+        return self
 
     def run(self, samples: Sequence[Sample]) -> list[Result]:
         if not samples:

@@ -134,9 +134,13 @@ def read_table(path: str | os.PathLike[str], columns: list[str] | None = None) -
 
 
 def iter_batches(
-    path: str | os.PathLike[str], columns: list[str] | None = None, batch_rows: int = 1 << 16
+    path: str | os.PathLike[str], columns: list[str] | None = None, batch_rows: int = 1 << 16,
+    block_bytes: int = 1 << 24,
 ) -> Iterator[pa.RecordBatch]:
-    """Stream a CSV or Parquet file in record batches, so memory stays flat however long the file."""
+    """Stream a CSV or Parquet file in record batches, so memory stays flat however long the file.
+
+    `block_bytes`: CSV bytes parsed at a time (a reader that keeps little per row wants smaller blocks: the
+    reader's read-ahead holds several, and the allocator keeps what they took)."""
     path = Path(path)
     fmt = manifest_format(path)
     _check_readable(path)
@@ -150,7 +154,7 @@ def iter_batches(
     try:
         reader = pacsv.open_csv(
             path,
-            read_options=pacsv.ReadOptions(block_size=1 << 24),
+            read_options=pacsv.ReadOptions(block_size=block_bytes),
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
                 column_types={n: pa.string() for n in names},

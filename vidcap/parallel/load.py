@@ -105,18 +105,39 @@ def init_groups(env: RankEnv, device: torch.device, bounds: Bounds) -> Groups:
     return Groups(store=store, control=control, backend=backend)
 
 
-def load_rank_engine(config: HFSettings, env: RankEnv, device: torch.device, groups: Groups) -> HFEngine:
-    """This rank's HFEngine over its shard of the model; every rank calls it at the same time."""
+def load_rank_engine(config: Any, env: RankEnv, device: torch.device, groups: Groups) -> Any:
+    """This rank's engine over its shard of the model (HFEngine, or HFTextEngine for a chat LM's settings);
+    every rank calls it at the same time."""
     if not config.model:
         raise UserError("no model given: pass a hub id or a local checkpoint folder")
     if config.tp_backend not in BACKENDS:
         raise UserError(f"unknown --tp-backend {config.tp_backend!r} (choose from {', '.join(BACKENDS)})")
-    processor = load_processor(config.model)
+    from vidcap.engines.hf_text import HFTextEngine, HFTextSettings
+
+    text = isinstance(config, HFTextSettings)
+    if text:
+        from vidcap.engines.hf_chat import load_chat_tokenizer
+
+        processor = load_chat_tokenizer(config.model)
+    else:
+        processor = load_processor(config.model)
     if config.tp_backend == "deepspeed":
         model = _load_deepspeed(config, env, device, groups)
     else:
         model = _load_transformers(config, env, device)
-    return HFEngine(config).attach(model, processor, device=device)
+    engine = HFTextEngine(config) if text else HFEngine(config)
+    return engine.attach(model, processor, device=device)
+
+
+def _load_whole(config: Any) -> Any:
+    """The whole checkpoint as the engine's settings say (device and dtype already set by the caller)."""
+    from vidcap.engines.hf_text import HFTextSettings
+
+    if isinstance(config, HFTextSettings):
+        from vidcap.engines.hf_chat import load_chat_model
+
+        return load_chat_model(config.model, device=config.device, dtype=config.dtype, attn=config.attn)
+    return load_model(config)
 
 
 def _load_deepspeed(config: HFSettings, env: RankEnv, device: torch.device, groups: Groups) -> Any:
@@ -138,7 +159,7 @@ def _load_deepspeed(config: HFSettings, env: RankEnv, device: torch.device, grou
         _unlink(segment)
     # the whole checkpoint on the CPU, in the rank's dtype; init_inference shards it and moves the shard
     name = next(k for k, v in DTYPES.items() if v == dtype)
-    model = load_model(dataclasses.replace(config, device="cpu", dtype=name))
+    model = _load_whole(dataclasses.replace(config, device="cpu", dtype=name))
     policy = language_only_policy(model)
     kwargs: dict[str, Any] = {}
     inject = config.ds_kernel_inject and use_kernel_inject(model, device, policy, env.leader)
@@ -233,7 +254,9 @@ def _load_transformers(config: HFSettings, env: RankEnv, device: torch.device) -
     if importlib.util.find_spec("accelerate") is None:
         raise UserError("--tp-backend transformers needs the accelerate package (transformers refuses a "
                         "tp_plan without it): pip install accelerate")
-    from transformers import AutoModelForImageTextToText
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    from vidcap.engines.hf_text import HFTextSettings
     from transformers.distributed import DistributedConfig
 
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(config.dtype, device),
@@ -242,7 +265,8 @@ def _load_transformers(config: HFSettings, env: RankEnv, device: torch.device) -
     if attn:
         kwargs["attn_implementation"] = attn
     try:
-        model = AutoModelForImageTextToText.from_pretrained(config.model, **kwargs)
+        auto = AutoModelForCausalLM if isinstance(config, HFTextSettings) else AutoModelForImageTextToText
+        model = auto.from_pretrained(config.model, **kwargs)
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load model {config.model!r} with transformers' tensor parallelism: "
                         f"{_first_line(exc)}") from exc

@@ -7,7 +7,7 @@ samples, which makes every rank build the same inputs and call the same `generat
 collectives pair up). Followers run `follow()`: receive a message, caption the batch, repeat, until rank 0
 says "end" (the shard outcomes, which every rank returns) or "abort" (rank 0 failed: they fail too).
 
-The broadcast sends a small pickled header (keys, prompts, frame shapes) and the frames as one flat uint8
+The broadcast sends a small pickled header (keys, prompts, texts, frame shapes) and the frames as one flat uint8
 tensor, without pickling the pixels.
 
 After each batch the ranks agree (one all_gather on the control group) on how it went: every rank's status
@@ -66,12 +66,12 @@ class Channel:
     # rank 0 ----------------------------------------------------------------------------------------
     def send_batch(self, samples: Sequence[Sample]) -> None:
         started = time.perf_counter()
-        frames = [f for s in samples for f in s.frames]
+        frames = [f for s in samples for f in s.frames or []]
         flat = all(isinstance(f, np.ndarray) and f.dtype == np.uint8 for f in frames)
         header = {
             "kind": "batch",
-            "samples": [(s.key, s.prompt, s.is_video, [f.shape for f in s.frames] if flat else list(s.frames))
-                        for s in samples],
+            "samples": [(s.key, s.prompt, s.is_video, [f.shape for f in s.frames or []] if flat else
+                         list(s.frames or []), s.text) for s in samples],
             "nbytes": sum(f.nbytes for f in frames) if flat else 0,
         }
         self._broadcast_object(header)
@@ -94,15 +94,15 @@ class Channel:
             payload = torch.empty(message["nbytes"], dtype=torch.uint8)
             dist.broadcast(payload, src=0, group=self.group)
             buffer, offset = payload.numpy(), 0
-            for key, prompt, is_video, shapes in message["samples"]:
+            for key, prompt, is_video, shapes, text in message["samples"]:
                 frames = []
                 for shape in shapes:
                     size = int(np.prod(shape))
                     frames.append(buffer[offset:offset + size].reshape(shape))
                     offset += size
-                samples.append(Sample(key=key, frames=frames, prompt=prompt, is_video=is_video))
+                samples.append(Sample(key=key, frames=frames, prompt=prompt, is_video=is_video, text=text))
         else:
-            samples = [Sample(key=k, frames=f, prompt=p, is_video=v) for k, p, v, f in message["samples"]]
+            samples = [Sample(key=k, frames=f, prompt=p, is_video=v, text=t) for k, p, v, f, t in message["samples"]]
         message["samples"] = samples
         return message
 
