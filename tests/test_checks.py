@@ -250,10 +250,14 @@ def test_not_language_near_misses_in_isolation():
 def test_ascii_screen_agrees_with_the_token_expression():
     """The shape screen in front of the regular expression may send clean text to it, never hide a non-word."""
     rng = random.Random(0)
-    alphabet = "aZk9 .,;:-'(){}#@<>_\n\t\x01!?%*&/+\"`~=|^[]\\$"
-    for _ in range(20000):
+    alphabet = "aZk9é É.,;:-'(){}#@<>_\n\t\x01!?%*&/+\"`~=|^[]\\$’‘“”«»…–—×©Ã\x85\xa0Ġ\ufffdк東"
+    for _ in range(40000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 14)))
         assert language.count_nonwords(text) == len(language._BAD_TOKEN.findall(text)), repr(text)
+    for upper in range(27):  # runs of 26 letters, upper case then lower case
+        text = f"a {'É' * upper}{'é' * (26 - upper)} b"
+        assert language.count_nonwords(text) == 1, text
+        assert language.count_nonwords(text[:-3] + " b") == 0, text
 
 
 def test_settings_pick_checks_and_refuse_nonsense():

@@ -13,7 +13,7 @@ Scripts other than Latin are never judged by shape (a Chinese caption has no spa
 that mixes Latin with another script is. A comma-separated list of keywords is a legitimate caption style
 without function words, so the second rule leaves it alone.
 
-This runs on every caption, so it works on the whole text at once: an ASCII caption is first mapped to
+This runs on every caption, so it works on the whole text at once: a caption in ASCII and Latin-1 is first mapped to
 its shape (letters -> a/A, digits -> 0, ...) by one `str.translate`, and only a shape with something odd in
 it is searched token by token with the regular expression.
 """
@@ -45,7 +45,7 @@ _BAD = (
     r"[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"  # replacement character, control characters
     r"|[ĠĊ▁]|<0x[0-9A-Fa-f]{2}>|<\|?[a-z_]+\|?>"  # byte-level BPE / sentencepiece markers, special tokens
     r"|Ã[\x80-\xbf]|Â[\x80-\xbf]|â€"  # UTF-8 decoded as Latin-1
-    rf"|[{_LATIN}][^\w\s'’\-.&/+]+[{_LATIN}]"  # a symbol between two Latin letters: crowd}}able, room;ning
+    rf"|[{_LATIN}][^\w\s'’\-–—.&/+]+[{_LATIN}]"  # a symbol between two Latin letters: crowd}}able, room;ning
     r"|[a-zà-ÿ]{2}[A-ZÀ-Þ][a-zà-ÿ]"  # case flip inside a word: ningPeople, glassTime (not iPhone, McDonald)
     r"|[^\W\d_]\d+[^\W\d_]"  # letters around digits: Og7yead, athatural5W (not 4K, 1990s)
     r"|[{}\[\]<>~=^|\\@`]"  # programming symbols
@@ -59,29 +59,38 @@ _OTHER_LETTERS = re.compile(rf"[^\W\d_{_LATIN}]")
 
 
 def _shape_table() -> dict[int, str]:
+    """ASCII and Latin-1 letters, digits and punctuation -> the classes the screen looks at; anything else
+    stays itself, so a shape that is not ASCII afterwards goes to the full expression."""
     table = {}
-    for code in range(128):
+    for code in list(range(128)) + list(range(0xA0, 0x100)) + [ord(c) for c in "‘’“”…–—"]:
         c = chr(code)
-        if c.islower():
-            table[code] = "a"
-        elif c.isupper():
-            table[code] = "A"
-        elif c.isdigit():
+        if c.isalpha() and (code < 128 or code >= 0xC0):
+            table[code] = "a" if c.islower() else "A"
+        elif c.isdigit() and code < 128:
             table[code] = "0"
-        elif c.isspace() and c not in "\x0b\x0c":
+        elif c in " \t\n\r":
             table[code] = " "
-        elif c in ".-'&/+_":
-            table[code] = "."  # allowed inside a word: e.g., close-up, don't, AT&T, w/
-        elif c in ",;:!?\"()%$#*":
+        elif c in ".-'&/+_’–—":
+            table[code] = "."  # allowed inside a word: e.g., close-up, don't, AT&T, w/, back—and
+        elif c in ",;:!?\"()%$#*‘“”…":
             table[code] = ","  # punctuation: fine after or before a word, odd between two letters
         else:
-            table[code] = "#"  # control characters, {}[]<>~=^|\@`
+            table[code] = "#"  # control characters, {}[]<>~=^|\@`, every Latin-1 symbol
+            # (after Ã or Â it is UTF-8 read as Latin-1)
     return table
 
 
 _SHAPE = str.maketrans(_shape_table())
-# in an ASCII caption's shape, the only ways a token can hold a _BAD stretch
-_SUSPECT_SHAPES = ("#", "aA", "0a", "0A", "a,a", "a,A", "A,a", "A,A", "a,,", "A,,", "a" * 25, "A" * 26)
+
+
+def _suspect(shape: str) -> bool:
+    """In an ASCII caption's shape, the only ways a token can hold a _BAD stretch (an `or` chain of
+    substring searches: each one a C loop)."""
+    return ("#" in shape or "aA" in shape or "0a" in shape or "0A" in shape or "a,a" in shape
+            or "a,A" in shape or "A,a" in shape or "A,A" in shape or "a,," in shape or "A,," in shape
+            # 26 letters in a row with no case flip are A..Aa..a: 25 lower, 13 upper, or AA and 13 lower
+            or "aaaaaaaaaaaaaaaaaaaaaaaaa" in shape or "AAAAAAAAAAAAA" in shape
+            or ("AA" in shape and "aaaaaaaaaaaaa" in shape))
 
 
 def is_nonword(token: str) -> bool:
@@ -91,10 +100,9 @@ def is_nonword(token: str) -> bool:
 
 def count_nonwords(text: str) -> int:
     """Tokens of `text` that are non-words."""
-    if text.isascii():
-        shape = text.translate(_SHAPE)
-        if not any(s in shape for s in _SUSPECT_SHAPES):
-            return 0
+    shape = text.translate(_SHAPE)
+    if shape.isascii() and not _suspect(shape):
+        return 0
     return len(_BAD_TOKEN.findall(text))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from typing import Callable
 
 from vidcap.checks.language import FUNCTION_WORDS, count_function_words, count_nonwords, looks_latin
@@ -52,32 +52,21 @@ class CheckContext:
 
 
 class Text:
-    """A caption and the splits several checks share, each computed at most once."""
+    """A caption and the splits every check shares, computed once (plain attributes: cheaper than
+    cached properties on the hot path)."""
 
-    __slots__ = ("raw", "__dict__")
+    __slots__ = ("raw", "stripped", "lower", "tokens", "words")
 
     def __init__(self, raw: str | None) -> None:
         self.raw = raw or ""
+        self.stripped = self.raw.strip()
+        self.lower = self.stripped.lower()
+        #: whitespace-separated tokens, as written
+        self.tokens = self.stripped.split()
+        #: lower-case words, punctuation dropped: what loops, echoes and lengths are counted in
+        self.words = self.lower.translate(_PUNCTUATION).split()
 
-    @cached_property
-    def stripped(self) -> str:
-        return self.raw.strip()
-
-    @cached_property
-    def tokens(self) -> list[str]:
-        """Whitespace-separated tokens, as written."""
-        return self.stripped.split()
-
-    @cached_property
-    def words(self) -> list[str]:
-        """Lower-case words, punctuation dropped: what loops, echoes and lengths are counted in."""
-        return self.lower.translate(_PUNCTUATION).split()
-
-    @cached_property
-    def lower(self) -> str:
-        return self.stripped.lower()
-
-    @cached_property
+    @property
     def word_count(self) -> int:
         """Words; a CJK character counts as one word (those scripts use no spaces)."""
         if self.stripped.isascii() or not _CJK.search(self.stripped):
@@ -112,7 +101,7 @@ def repeated_share(units: list | str, n: int, repeats: int) -> float:
         grams = Counter(units[i:i + n] for i in range(positions))
     else:
         grams = Counter(zip(*(units[i:] for i in range(n))))
-    return sum(c for c in grams.values() if c >= repeats) / positions
+    return sum(filter(repeats.__le__, grams.values())) / positions
 
 
 def _max_repeated_share(words: list[str], n: int, repeats: int) -> float:
@@ -122,7 +111,7 @@ def _max_repeated_share(words: list[str], n: int, repeats: int) -> float:
     if positions < repeats:
         return 0.0
     counts = Counter(words)
-    return sum(c for c in counts.values() if c >= repeats) / positions
+    return sum(filter(repeats.__le__, counts.values())) / positions
 
 
 def loop(text: Text, ctx: CheckContext, s: CheckSettings) -> bool:
@@ -131,7 +120,7 @@ def loop(text: Text, ctx: CheckContext, s: CheckSettings) -> bool:
     if _max_repeated_share(words, s.loop_ngram, s.loop_repeats) >= s.loop_coverage:
         if repeated_share(words, s.loop_ngram, s.loop_repeats) >= s.loop_coverage:
             return True
-    if any(len(t) > s.loop_long_token for t in text.tokens):  # a loop with no spaces is one long "word"
+    if text.tokens and max(map(len, text.tokens)) > s.loop_long_token:  # a loop without spaces: one long 'word'
         return repeated_share(text.stripped.lower(), s.loop_char_ngram, s.loop_repeats) >= s.loop_coverage
     return False
 
