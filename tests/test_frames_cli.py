@@ -13,7 +13,7 @@ from PIL import Image
 
 from vidcap.cli import main
 from vidcap.frames import read_frames
-from vidcap.synth import frame_signature, make_broken, make_image, make_video
+from vidcap.fixtures.synth import frame_signature, make_broken, make_image, make_video
 
 pytestmark = pytest.mark.timeout(60)
 

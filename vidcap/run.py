@@ -1,6 +1,6 @@
 """The run folder: one folder per captioning run, and the only place that knows its layout.
 
-    RUN/config.json             frozen config: manifest (path, fingerprint, key, columns, rows), shards, job
+    RUN/config.json             frozen config: manifest (path, fingerprint, key, columns, rows), shards, task, source, engine
     RUN/shards/shard-00000.parquet   the manifest rows of each shard, every column plus `_row` (manifest order)
     RUN/results/shard-00000.arrows   append-only result log of each shard (see vidcap.results)
     RUN/done/shard-00000        completion marker (JSON summary); the truth for "this shard is finished"
