@@ -44,7 +44,7 @@ def test_csv_to_csv_adds_flags_and_counts(tmp_path, capsys):
     assert [r["path"] for r in rows] == [r[0] for r in ROWS]  # every row, in order
     assert [r["text"] for r in rows] == [r[1] for r in ROWS]  # text comes back as it went in
     assert [r["finish"] for r in rows] == [r[2] for r in ROWS]
-    assert [r["flags"] for r in rows] == ["", "empty", "loop,truncated", "wrong_medium", "too_short",
+    assert [r["flags"] for r in rows] == ["", "empty", "loop, truncated", "wrong_medium", "too_short",
                                           "not_language", "truncated"]
     table = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line and line[0] != "-"}
     assert table["loop"][0] == "1" and table["truncated"][0] == "2" and table["empty"][0] == "1"

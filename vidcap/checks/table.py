@@ -2,7 +2,8 @@
 
 Batches are read, checked and written one at a time (pyarrow's streaming CSV reader or Parquet row
 groups), so memory stays flat on 10M rows. The output is the input with a `flags` column added (or
-replaced): list<string> in Parquet, comma-separated text in CSV, empty when a caption passed every check.
+replaced): list<string> in Parquet, comma-separated text in CSV (vidcap's list convention), empty when a
+caption passed every check.
 It is written to a temporary file and renamed at the end, so a killed run never leaves a half file.
 """
 
@@ -52,10 +53,8 @@ class Columns:
     generated_tokens: str | None = None
 
 
-def flags_array(flags: list[list[str]], csv: bool) -> pa.Array:
-    """The `flags` column of a batch: lists for Parquet, comma-separated text for CSV."""
-    if csv:
-        return pa.array([",".join(f) for f in flags], type=pa.string())
+def flags_array(flags: list[list[str]]) -> pa.Array:
+    """The `flags` column of a batch (TableWriter writes lists as comma-separated text in CSV)."""
     return pa.array(flags, type=FLAGS_TYPE)
 
 
@@ -99,7 +98,6 @@ def check_file(source: str | os.PathLike[str], output: str | os.PathLike[str], s
         if name is not None and name not in names:
             raise UserError(f"{source}: no column '{name}' (columns: {', '.join(names)})")
     checker = CaptionChecker(settings)
-    csv_out = manifest_format(output) == "csv"
     counts = CheckCounts()
     total = _row_count(source)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -110,13 +108,13 @@ def check_file(source: str | os.PathLike[str], output: str | os.PathLike[str], s
         for batch in iter_batches(source, batch_rows=batch_rows):
             flags = check_batch(checker, batch, columns, context)
             counts.add(flags)
-            out = _with_flags(batch, flags_array(flags, csv_out))
+            out = _with_flags(batch, flags_array(flags))
             if writer is None:
                 writer = TableWriter(tmp, out.schema, like=output)
             writer.write(out)
             bar.update(batch.num_rows)
         if writer is None:  # a file with a header and no rows: still an output, with the flags column
-            schema = _schema_with_flags(source, csv_out)
+            schema = _schema_with_flags(source)
             writer = TableWriter(tmp, schema, like=output)
         writer.close()
         writer = None
@@ -139,14 +137,14 @@ def _with_flags(batch: pa.RecordBatch, flags: pa.Array) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays + [flags], names=names + [FLAGS_COLUMN])
 
 
-def _schema_with_flags(source: Path, csv_out: bool) -> pa.Schema:
+def _schema_with_flags(source: Path) -> pa.Schema:
     if manifest_format(source) == "parquet":
         schema = pq.read_schema(source)
     else:
         schema = pa.schema([(n, pa.string()) for n in file_columns(source)])
     if FLAGS_COLUMN in schema.names:
         schema = schema.remove(schema.get_field_index(FLAGS_COLUMN))
-    return schema.append(pa.field(FLAGS_COLUMN, pa.string() if csv_out else FLAGS_TYPE))
+    return schema.append(pa.field(FLAGS_COLUMN, FLAGS_TYPE))
 
 
 def _row_count(source: Path) -> int | None:
