@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from vidcap.manifest.resolve import best_per_key
@@ -34,6 +35,7 @@ class ShardState:
     slurm: str = ""
     videos_per_s: float = 0.0
     spent: dict[str, float | int] = field(default_factory=dict)  # cost and tokens of every attempt's rows
+    flags: dict[str, int] = field(default_factory=dict)  # rows per caption-check flag, current rows
     log_tail: list[str] = field(default_factory=list)
 
     @property
@@ -41,14 +43,23 @@ class ShardState:
         return self.rows - self.ok
 
 
-def _result_counts(run: RunDir, index: int) -> tuple[int, int, dict[str, float | int]]:
-    """(ok keys, failed keys, spending) from the result store: every row ever written counts as spent."""
+def _result_counts(run: RunDir, index: int) -> tuple[int, int, dict[str, float | int], dict[str, int]]:
+    """(ok keys, failed keys, spending, flags) from the result store: every row ever written counts as spent;
+    flags (caption checks) are counted on each key's current row."""
     results = read_results(run, index)
     best = best_per_key(results, key="key")
     if best.num_rows == 0:
-        return 0, 0, {}
+        return 0, 0, {}, {}
     ok = pc.sum(pc.equal(best["status"], "ok")).as_py() or 0
-    return ok, best.num_rows - ok, spent_in(results)
+    return ok, best.num_rows - ok, spent_in(results), list_counts(best, "flags")
+
+
+def list_counts(table: pa.Table, column: str) -> dict[str, int]:
+    """How many rows hold each value of a list column (flags, tags); {} when there is no such column."""
+    if column not in table.column_names or not pa.types.is_list(table.schema.field(column).type):
+        return {}
+    counts = pc.value_counts(pc.list_flatten(table[column])).to_pylist()
+    return {c["values"]: c["counts"] for c in counts if c["values"]}
 
 
 def _log_tail(run: RunDir, job_id: str) -> list[str]:
@@ -89,7 +100,7 @@ def shard_states(run: RunDir, timeout_s: float = 20.0) -> list[ShardState]:
         states = job_states(slurm_ids, timeout_s=timeout_s)
     report = []
     for index, rows in enumerate(sizes):
-        ok, error, spent = _result_counts(run, index)
+        ok, error, spent, flags = _result_counts(run, index)
         stats = run.read_stats(index)
         job_id = jobs.get(index, "")
         slurm = states.get(job_id, "")
@@ -107,7 +118,7 @@ def shard_states(run: RunDir, timeout_s: float = 20.0) -> list[ShardState]:
         else:
             state = _local_state(stats)
         speed = stats.get("videos_per_s", 0.0) if stats and state == "running" else 0.0
-        entry = ShardState(index, state, rows, ok, error, job_id, slurm, speed, spent)
+        entry = ShardState(index, state, rows, ok, error, job_id, slurm, speed, spent, flags=flags)
         if state == "failed" and job_id:
             entry.log_tail = _log_tail(run, job_id)
         report.append(entry)
@@ -161,6 +172,13 @@ def format_status(run: RunDir, report: list[ShardState], show_all: bool = False)
     elif engine.get("engine") == "openai" and tokens_in:
         lines.append(f"cost      unknown: no price for {engine.get('model')!r} (--prices-file); "
                      f"{tokens_in} input + {tokens_out} output tokens so far")
+    flags: dict[str, int] = {}
+    for s in report:
+        for name, n in s.flags.items():
+            flags[name] = flags.get(name, 0) + n
+    if flags:
+        lines.append("flags     " + "  ".join(f"{name} {n}" for name, n in sorted(flags.items(), key=lambda x: -x[1]))
+                     + "  (caption checks, rows now; `vidcap merge --drop-flagged` leaves them out)")
     shown = [s for s in report if show_all or s.state != "done"]
     if shown:
         lines += ["", f"{'shard':>6}  {'state':<13} {'job':<12} {'slurm':<11} {'rows':>6} {'ok':>6} {'error':>6} "

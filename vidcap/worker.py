@@ -124,11 +124,17 @@ def task_row(task: Task, sample: Sample, result: Result) -> dict[str, Any]:
     try:
         values = task.values(sample, result)
     except AnswerError as exc:
-        return {**task.error_values, "status": STATUS_ERROR, "error": str(exc) or "unusable answer"}
+        values = {**task.error_values, **exc.values}
+        _check_declared(task, values)
+        return {**values, "status": STATUS_ERROR, "error": str(exc) or "unusable answer"}
+    _check_declared(task, values)
+    return {**values, "status": STATUS_OK, "error": ""}
+
+
+def _check_declared(task: Task, values: dict[str, Any]) -> None:
     unknown = set(values) - set(task.columns.names)
     if unknown:
         raise RuntimeError(f"task {task.name!r} returned columns it does not declare: {sorted(unknown)}")
-    return {**values, "status": STATUS_OK, "error": ""}
 
 
 def run_shard(

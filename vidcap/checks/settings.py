@@ -95,7 +95,7 @@ def _flag(name: str) -> str:
     return next(f.metadata["flag"] for f in dataclasses.fields(CheckSettings) if f.name == name)
 
 
-def parse_checks(text: str) -> tuple[str, ...]:
+def parse_checks(text: str, option: str = "--checks") -> tuple[str, ...]:
     """'all', 'none', or a comma-separated list of flags, kept in the report order."""
     text = text.strip().lower()
     if text == "all":
@@ -105,7 +105,7 @@ def parse_checks(text: str) -> tuple[str, ...]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in FLAGS]
     if unknown:
-        raise UserError(f"--checks: unknown check(s) {', '.join(unknown)} (choose from {', '.join(FLAGS)}, "
+        raise UserError(f"{option}: unknown flag(s) {', '.join(unknown)} (choose from {', '.join(FLAGS)}, "
                         f"all, none)")
     return tuple(f for f in FLAGS if f in names)
 

@@ -14,7 +14,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -34,6 +34,7 @@ class CheckCounts:
 
     rows: int = 0
     flagged: int = 0
+    dropped: int = 0  # not written (--drop-flagged)
     per_flag: Counter = field(default_factory=Counter)
 
     def add(self, flags: list[list[str]]) -> None:
@@ -87,8 +88,9 @@ def _as_ints(column: pa.Array, name: str) -> list[int | None]:
 
 def check_file(source: str | os.PathLike[str], output: str | os.PathLike[str], settings: CheckSettings,
                columns: Columns, context: CheckContext, progress: bool = True,
-               batch_rows: int = 1 << 16) -> CheckCounts:
-    """Check every caption of `source` and write it to `output` with a `flags` column; counts per flag."""
+               batch_rows: int = 1 << 16, drop_flags: Collection[str] = ()) -> CheckCounts:
+    """Check every caption of `source` and write it to `output` with a `flags` column; counts per flag.
+    Rows raising any of `drop_flags` are counted but not written (a clean file)."""
     source, output = Path(source), Path(output)
     manifest_format(output)  # refuse an unknown output type before reading anything
     if source.resolve() == output.resolve():
@@ -109,6 +111,10 @@ def check_file(source: str | os.PathLike[str], output: str | os.PathLike[str], s
             flags = check_batch(checker, batch, columns, context)
             counts.add(flags)
             out = _with_flags(batch, flags_array(flags))
+            if drop_flags:
+                keep = [not any(f in drop_flags for f in row) for row in flags]
+                counts.dropped += len(keep) - sum(keep)
+                out = out.filter(pa.array(keep, pa.bool_()))
             if writer is None:
                 writer = TableWriter(tmp, out.schema, like=output)
             writer.write(out)
@@ -173,4 +179,6 @@ def format_counts(counts: CheckCounts, checks: tuple[str, ...]) -> str:
     out += [line(name, counts.per_flag.get(name, 0)) for name in FLAGS if name in checks]
     out += [line("any flag", counts.flagged), line("clean", counts.rows - counts.flagged),
             line("total", counts.rows)]
+    if counts.dropped:
+        out.append(line("left out", counts.dropped))
     return "\n".join(out)

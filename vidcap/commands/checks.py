@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokens-column", metavar="COL", help="column of generated token counts; with "
                    "--max-new-tokens, a count at the limit means truncated")
     p.add_argument("--max-new-tokens", type=int, metavar="N", help="the generation limit the captions were made with")
+    p.add_argument("--drop-flagged", nargs="?", const="all", metavar="FLAGS",
+                   help="write only the rows without a flag (a clean file), or without the comma-separated FLAGS")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     from vidcap.checks import add_check_arguments
 
@@ -71,7 +73,11 @@ def cmd_check_captions(args: argparse.Namespace) -> int:
                            max_new_tokens=args.max_new_tokens)
     columns = Columns(text=args.text_column, finish_reason=args.finish_column,
                       generated_tokens=args.tokens_column)
-    counts = check_file(args.input, args.output, settings, columns, context, progress=not args.quiet)
+    from vidcap.checks import parse_checks
+
+    drop = parse_checks(args.drop_flagged, option="--drop-flagged") if args.drop_flagged else ()
+    counts = check_file(args.input, args.output, settings, columns, context, progress=not args.quiet,
+                        drop_flags=frozenset(drop))
     print(format_counts(counts, settings.checks))
     silent = []
     if "prompt_echo" in settings.checks and not (prompt or system):
