@@ -97,7 +97,7 @@ def test_header_only_file_gives_a_header_only_output(tmp_path, capsys):
 @pytest.mark.parametrize("extra, message", [
     (["--text-column", "caption"], "in.csv: no column 'caption' (columns: path, text, finish, tokens)"),
     (["--tokens-column", "tokens"], "--tokens-column needs --max-new-tokens"),
-    (["--checks", "loop,echo"], "--checks: unknown check(s) echo"),
+    (["--checks", "loop,echo"], "--checks: unknown flag(s) echo"),
     (["--check-loop-coverage", "2"], "--check-loop-coverage must be a share in (0, 1], got 2.0"),
     (["--prompt", "nope"], "unknown prompt 'nope'"),
     (["--tokens-column", "text", "--max-new-tokens", "8"], "column 'text': not a whole number of tokens"),
@@ -123,3 +123,35 @@ def test_unknown_output_type_refused_before_reading(tmp_path, capsys):
     assert code == 2 and "out.txt: unsupported file type" in err
     code, _, err = run(capsys, tmp_path / "missing.csv", "--output", tmp_path / "out.csv")
     assert code == 2 and "missing.csv: no such file" in err
+
+
+def test_drop_flagged_writes_a_clean_file(tmp_path, capsys):
+    source = write_csv(tmp_path / "in.csv")
+    code, out, err = run(capsys, source, "--output", tmp_path / "clean.csv", "--drop-flagged")
+    assert code == 0, err
+    rows = list(csv.DictReader(open(tmp_path / "clean.csv", encoding="utf-8")))
+    assert [r["path"] for r in rows] == ["a.mp4", "g.mp4"] and {r["flags"] for r in rows} == {""}
+    assert "left out" in out and out.count("\n") > 5
+    code, out, err = run(capsys, source, "--output", tmp_path / "some.parquet", "--drop-flagged", "empty,too_short")
+    assert code == 0, err
+    assert pq.read_table(tmp_path / "some.parquet")["path"].to_pylist() == ["a.mp4", "c.mp4", "d.mp4", "f.mp4",
+                                                                            "g.mp4"]
+    code, out, err = run(capsys, source, "--output", tmp_path / "x.csv", "--drop-flagged", "loops")
+    assert code == 2 and "--drop-flagged: unknown flag(s) loops" in err
+
+
+def test_workers_give_the_same_file(tmp_path, capsys):
+    rows = [(f"{i}.mp4", text, finish, tokens) for i in range(40) for (_, text, finish, tokens) in ROWS]
+    source = tmp_path / "in.parquet"  # Parquet: read in batches of batch_rows, so several go to the workers
+    pq.write_table(pa.table({name: [r[i] for r in rows] for i, name in enumerate(["path", "text", "finish", "n"])}),
+                   source)
+    from vidcap.checks import CheckContext, CheckSettings
+    from vidcap.checks.table import Columns, check_file
+
+    columns = Columns(text="text", finish_reason="finish")
+    one = check_file(source, tmp_path / "one.parquet", CheckSettings(), columns, CheckContext(is_video=True),
+                     progress=False, batch_rows=17)
+    three = check_file(source, tmp_path / "three.parquet", CheckSettings(), columns, CheckContext(is_video=True),
+                       progress=False, batch_rows=17, workers=3)
+    assert one == three and one.rows == len(rows)
+    assert pq.read_table(tmp_path / "one.parquet").equals(pq.read_table(tmp_path / "three.parquet"))

@@ -264,7 +264,7 @@ def test_settings_pick_checks_and_refuse_nonsense():
     assert parse_checks("all") == FLAGS
     assert parse_checks("none") == ()
     assert parse_checks("too_short, loop") == ("loop", "too_short")  # report order
-    with pytest.raises(UserError, match="unknown check.*lop"):
+    with pytest.raises(UserError, match="--checks: unknown flag.*lop"):
         parse_checks("lop")
     with pytest.raises(UserError, match="--check-min-words must be at least 1"):
         CheckSettings(min_words=0)

@@ -86,7 +86,7 @@ _SHAPE = str.maketrans(_shape_table())
 def _suspect(shape: str) -> bool:
     """In an ASCII caption's shape, the only ways a token can hold a _BAD stretch (an `or` chain of
     substring searches: each one a C loop)."""
-    return ("#" in shape or "aA" in shape or "0a" in shape or "0A" in shape or "a,a" in shape
+    return ("#" in shape or "aA" in shape or "a0" in shape or "A0" in shape or "a,a" in shape
             or "a,A" in shape or "A,a" in shape or "A,A" in shape or "a,," in shape or "A,," in shape
             # 26 letters in a row with no case flip are A..Aa..a: 25 lower, 13 upper, or AA and 13 lower
             or "aaaaaaaaaaaaaaaaaaaaaaaaa" in shape or "AAAAAAAAAAAAA" in shape

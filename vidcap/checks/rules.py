@@ -105,11 +105,17 @@ def repeated_share(units: list | str, n: int, repeats: int) -> float:
 
 
 def _max_repeated_share(words: list[str], n: int, repeats: int) -> float:
-    """Upper bound of `repeated_share(words, ...)` from word counts alone (cheaper): the first word of a
-    repeated n-gram occurs at least `repeats` times, so if such words are few the n-gram share cannot be high."""
+    """Upper bound of `repeated_share(words, ...)`, cheaper: the first word of a repeated n-gram occurs at least
+    `repeats` times, so if such words are few the n-gram share cannot be high. With D distinct words among N,
+    the words occurring `repeats`+ times fill at most (N - D) * r / (r - 1) positions (each other distinct word
+    takes one at least); only when that does not settle it are the words counted."""
     positions = len(words) - n + 1
     if positions < repeats:
         return 0.0
+    distinct = len(set(words))
+    bound = (len(words) - distinct) * repeats / (repeats - 1)
+    if bound < positions:
+        return bound / positions
     counts = Counter(words)
     return sum(filter(repeats.__le__, counts.values())) / positions
 

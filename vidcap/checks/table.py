@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 import sys
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any, Collection, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -88,7 +88,7 @@ def _as_ints(column: pa.Array, name: str) -> list[int | None]:
 
 def check_file(source: str | os.PathLike[str], output: str | os.PathLike[str], settings: CheckSettings,
                columns: Columns, context: CheckContext, progress: bool = True,
-               batch_rows: int = 1 << 16, drop_flags: Collection[str] = ()) -> CheckCounts:
+               batch_rows: int = 1 << 16, drop_flags: Collection[str] = (), workers: int = 1) -> CheckCounts:
     """Check every caption of `source` and write it to `output` with a `flags` column; counts per flag.
     Rows raising any of `drop_flags` are counted but not written (a clean file)."""
     source, output = Path(source), Path(output)
@@ -99,7 +99,6 @@ def check_file(source: str | os.PathLike[str], output: str | os.PathLike[str], s
     for name in (columns.text, columns.finish_reason, columns.generated_tokens):
         if name is not None and name not in names:
             raise UserError(f"{source}: no column '{name}' (columns: {', '.join(names)})")
-    checker = CaptionChecker(settings)
     counts = CheckCounts()
     total = _row_count(source)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -107,8 +106,8 @@ def check_file(source: str | os.PathLike[str], output: str | os.PathLike[str], s
     bar = _progress(total, progress)
     writer = None
     try:
-        for batch in iter_batches(source, batch_rows=batch_rows):
-            flags = check_batch(checker, batch, columns, context)
+        for batch, flags in _checked(iter_batches(source, batch_rows=batch_rows), settings, columns, context,
+                                     workers):
             counts.add(flags)
             out = _with_flags(batch, flags_array(flags))
             if drop_flags:
@@ -132,6 +131,46 @@ def check_file(source: str | os.PathLike[str], output: str | os.PathLike[str], s
         if tmp.exists():
             tmp.unlink()
     return counts
+
+
+def _checked(batches: Iterator[pa.RecordBatch], settings: CheckSettings, columns: Columns, context: CheckContext,
+             workers: int) -> Iterator[tuple[pa.RecordBatch, list[list[str]]]]:
+    """(batch, its flags) in file order: in this process, or in `workers` processes with at most two batches
+    per worker in flight (memory stays bounded; only the columns the checks read are sent)."""
+    if workers <= 1:
+        checker = CaptionChecker(settings)
+        for batch in batches:
+            yield batch, check_batch(checker, batch, columns, context)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    needed = [n for n in (columns.text, columns.finish_reason, columns.generated_tokens) if n]
+    pending: deque = deque()
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_start_worker, initargs=(settings, columns, context)) as pool:
+        for batch in batches:
+            pending.append((batch, pool.submit(_check_in_worker, batch.select(needed))))
+            while len(pending) > 2 * workers:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
+
+
+_WORKER: tuple[CaptionChecker, Columns, CheckContext] | None = None
+
+
+def _start_worker(settings: CheckSettings, columns: Columns, context: CheckContext) -> None:
+    global _WORKER
+    _WORKER = (CaptionChecker(settings), columns, context)
+
+
+def _check_in_worker(batch: pa.RecordBatch) -> list[list[str]]:
+    assert _WORKER is not None
+    checker, columns, context = _WORKER
+    return check_batch(checker, batch, columns, context)
 
 
 def _with_flags(batch: pa.RecordBatch, flags: pa.Array) -> pa.RecordBatch:

@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=int, metavar="N", help="the generation limit the captions were made with")
     p.add_argument("--drop-flagged", nargs="?", const="all", metavar="FLAGS",
                    help="write only the rows without a flag (a clean file), or without the comma-separated FLAGS")
+    p.add_argument("--workers", type=int, default=1, help="processes checking batches side by side (default: 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     from vidcap.checks import add_check_arguments
 
@@ -58,6 +59,8 @@ def cmd_check_captions(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}")
     if args.tokens_column and args.max_new_tokens is None:
         raise UserError("--tokens-column needs --max-new-tokens (the limit the counts are compared with)")
     prompt = ""
@@ -77,7 +80,7 @@ def cmd_check_captions(args: argparse.Namespace) -> int:
 
     drop = parse_checks(args.drop_flagged, option="--drop-flagged") if args.drop_flagged else ()
     counts = check_file(args.input, args.output, settings, columns, context, progress=not args.quiet,
-                        drop_flags=frozenset(drop))
+                        drop_flags=frozenset(drop), workers=args.workers)
     print(format_counts(counts, settings.checks))
     silent = []
     if "prompt_echo" in settings.checks and not (prompt or system):
