@@ -157,3 +157,30 @@ def test_api_finish_reason_length_becomes_truncated(tmp_path: Path, capsys, monk
     for seed, row in enumerate(rows):
         assert row["status"] == "ok" and row["finish_reason"] == ("length" if seed in cut else "stop")
         assert row["flags"] == ("truncated" if seed in cut else ""), row
+
+
+@pytest.mark.timeout(600)
+def test_hf_retry_with_a_repetition_penalty_writes_something_else(tmp_path, tiny_llava, capsys):
+    """Greedy decoding writes the same loop on every retry; --retry-repetition-penalty makes the retry differ
+    (and leaves first attempts as they were)."""
+    manifest = make_clips(tmp_path / "v", CLIPS)
+    run = RunDir.at(tmp_path / "run")
+    common = ["--model", tiny_llava, *TINY, "--checks", "loop", "--on-flag", "retry", "--max-attempts", "2"]
+    code, _, err = vidcap(capsys, "caption", manifest, "--output", tmp_path / "plain.csv", "--run",
+                          tmp_path / "plain", *common)
+    assert code == 0, err[-2000:]
+    code, _, err = vidcap(capsys, "caption", manifest, "--output", tmp_path / "out.csv", "--run", run.root,
+                          *common, "--retry-repetition-penalty", "2.0")
+    assert code == 0, err[-2000:]
+    plain = {r["path"]: r["text"] for r in csv.DictReader(open(tmp_path / "plain.csv", encoding="utf-8"))}
+    first = {r["path"]: r for r in csv.DictReader(open(tmp_path / "out.csv", encoding="utf-8"))}
+    assert {p: r["text"] for p, r in first.items()} == plain  # first attempts: greedy, untouched
+    looped = [p for p, r in first.items() if r["status"] == "error"]
+    assert looped
+    assert vidcap(capsys, "resume", run.root)[0] == 0
+    texts: dict[str, list[str]] = {}
+    for i in range(run.num_shards):
+        for row in read_results(run, i).to_pylist():
+            texts.setdefault(row["key"], []).append(row["text"])
+    for path in looped:
+        assert len(texts[path]) == 2 and texts[path][1] != texts[path][0], texts[path]

@@ -79,6 +79,9 @@ def add_engine_arguments(p: argparse.ArgumentParser, default: str = "hf") -> Non
     g.add_argument("--device", help="cuda, cpu (default: cuda when present)")
     g.add_argument("--tp-size", type=int, default=1, help="tensor-parallel processes per shard task")
     g.add_argument("--tp-backend", choices=["deepspeed", "transformers"], default="deepspeed")
+    g.add_argument("--retry-repetition-penalty", type=float, metavar="P",
+                   help="hf: generate a row's retries (e.g. captions flagged with --on-flag retry) with this "
+                        "repetition penalty (e.g. 1.2); first attempts stay greedy")
     g = p.add_argument_group("OpenAI-compatible API (--engine openai; key from OPENAI_API_KEY or --api-key-file)")
     g.add_argument("--api-base", help="base URL of an OpenAI-compatible server (default: OpenAI)")
     g.add_argument("--api-key-file", help="file holding the API key (never pass the key itself)")
@@ -103,7 +106,8 @@ def engine_settings_from_args(args: argparse.Namespace) -> Any:
             raise UserError("--model is required (a Hugging Face id such as llava-hf/llava-v1.6-mistral-7b-hf, "
                             "or a local folder; `vidcap make-tiny-model DIR` makes a tiny one for trials)")
         return HFSettings(model=args.model, max_new_tokens=args.max_new_tokens, dtype=args.dtype, attn=args.attn,
-                          device=args.device, tp_size=args.tp_size, tp_backend=args.tp_backend)
+                          device=args.device, tp_size=args.tp_size, tp_backend=args.tp_backend,
+                          retry_repetition_penalty=getattr(args, "retry_repetition_penalty", None))
     if args.engine == "openai":
         from vidcap.engines.openai_api import OpenAISettings
 

@@ -42,6 +42,7 @@ class Sample:
     is_video: bool = True
     text: str | None = None
     error: str = ""
+    attempt: int = 1  # 1 on a row's first try; n after n-1 failed ones (an engine may answer a retry otherwise)
 
 
 @dataclass

@@ -70,8 +70,8 @@ class Channel:
         flat = all(isinstance(f, np.ndarray) and f.dtype == np.uint8 for f in frames)
         header = {
             "kind": "batch",
-            "samples": [(s.key, s.prompt, s.is_video, [f.shape for f in s.frames] if flat else list(s.frames))
-                        for s in samples],
+            "samples": [(s.key, s.prompt, s.is_video, [f.shape for f in s.frames] if flat else list(s.frames),
+                         s.attempt) for s in samples],
             "nbytes": sum(f.nbytes for f in frames) if flat else 0,
         }
         self._broadcast_object(header)
@@ -94,15 +94,15 @@ class Channel:
             payload = torch.empty(message["nbytes"], dtype=torch.uint8)
             dist.broadcast(payload, src=0, group=self.group)
             buffer, offset = payload.numpy(), 0
-            for key, prompt, is_video, shapes in message["samples"]:
+            for key, prompt, is_video, shapes, attempt in message["samples"]:
                 frames = []
                 for shape in shapes:
                     size = int(np.prod(shape))
                     frames.append(buffer[offset:offset + size].reshape(shape))
                     offset += size
-                samples.append(Sample(key=key, frames=frames, prompt=prompt, is_video=is_video))
+                samples.append(Sample(key=key, frames=frames, prompt=prompt, is_video=is_video, attempt=attempt))
         else:
-            samples = [Sample(key=k, frames=f, prompt=p, is_video=v) for k, p, v, f in message["samples"]]
+            samples = [Sample(key=k, frames=f, prompt=p, is_video=v, attempt=a) for k, p, v, f, a in message["samples"]]
         message["samples"] = samples
         return message
 
