@@ -5,7 +5,7 @@
    wall and CPU seconds, peak RSS of the command's process. Baseline in the same run: the same streaming
    read + write of the same file with no checks (vidcap.manifest.io, as check-captions uses it), so the
    ratio is what the checks cost on top of the I/O.
-2. Per-caption cost in the worker against a tiny-model batch: vidcap's tiny LLaVA (vidcap.tiny_models)
+2. Per-caption cost in the worker against a tiny-model batch: vidcap's tiny LLaVA (vidcap.fixtures.tiny_models)
    generates a batch (4 videos x 3 frames, 32 new tokens, the worker's default batch); the caption task's
    `values` hook (where the checks run) then turns each answer into its row. Ratio: the hook's time for a
    batch / the model's time for that batch (target: under 1%).
@@ -137,7 +137,7 @@ def in_worker(batch_size: int = 4, repeat: int = 5) -> None:
     from vidcap.engines.hf_settings import HFSettings
     from vidcap.prompts import PRESETS
     from vidcap.tasks.caption import CaptionSettings, CaptionTask
-    from vidcap.tiny_models import make_tiny_model
+    from vidcap.fixtures.tiny_models import make_tiny_model
 
     torch.set_num_threads(1)
     hf_logging.set_verbosity_error()

@@ -19,7 +19,7 @@ from vidcap.checks import CaptionChecker, CheckContext
 from vidcap.cli import main
 from vidcap.results import read_results
 from vidcap.run import RunDir
-from vidcap.tiny_models import make_tiny_model
+from vidcap.fixtures.tiny_models import make_tiny_model
 
 CLIPS = 6
 TINY = ["--shards", "2", "--batch-size", "3", "--num-frames", "2", "--resize", "64", "--max-new-tokens", "24"]

@@ -294,7 +294,7 @@ def test_tiny_random_models_babble_is_flagged(tmp_path):
 
     from vidcap.engines import EngineConfig, create_engine
     from vidcap.engines.base import Sample
-    from vidcap.tiny_models import make_tiny_model
+    from vidcap.fixtures.tiny_models import make_tiny_model
 
     torch.set_num_threads(1)
     max_new = 48
