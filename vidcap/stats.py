@@ -12,7 +12,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from vidcap.results import STATUS_OK
+from vidcap.results import STATUS_OK, STATUS_SKIPPED
 from vidcap.run import RunDir
 
 STATS_EVERY_S = 10.0
@@ -58,7 +58,7 @@ class ShardStats(Counters):
     def add_rows(self, rows: list[dict[str, Any]]) -> None:
         self.count("batches")
         for row in rows:
-            self.count("rows_ok" if row["status"] == STATUS_OK else "rows_error")
+            self.count({STATUS_OK: "rows_ok", STATUS_SKIPPED: "rows_skipped"}.get(row["status"], "rows_error"))
             self.count("prompt_tokens", row.get("prompt_tokens") or 0)
             self.count("generated_tokens", row.get("generated_tokens") or 0)
             for name in SUMMED_EXTRAS:

@@ -11,8 +11,6 @@ inside each batch, never shifted by a failure beside them.
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 import threading
 import time
@@ -28,9 +26,10 @@ from vidcap.engines.base import Engine, Result, Sample
 from vidcap.engines.batching import run_batch
 from vidcap.manifest.resolve import best_per_key
 from vidcap.manifest.split import load_shard
-from vidcap.results import RESULT_COLUMNS, STATUS_ERROR, STATUS_OK, ResultWriter, read_results, result_rows
+from vidcap.results import (RESULT_COLUMNS, STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, ResultWriter, read_results,
+                            result_rows)
 from vidcap.run import RunDir
-from vidcap.signals import signal_sets_event
+from vidcap.signals import stop_on_signals
 from vidcap.stats import ShardStats
 from vidcap.sources import source_class
 from vidcap.tasks.base import AnswerError, Task
@@ -53,14 +52,16 @@ def failures_so_far(run: RunDir, index: int) -> dict[str, int]:
 
 
 def rows_to_do(run: RunDir, index: int, shard: pa.Table, key: str, max_attempts: int) -> tuple[pa.Table, int, int]:
-    """Shard rows that still need an answer: no `ok` result yet and fewer than `max_attempts` failures.
+    """Shard rows that still need an answer: no `ok` (or `skipped`: nothing to do) result yet and fewer than
+    `max_attempts` failures.
 
     Returns (rows, already ok, given up)."""
     best = best_per_key(read_results(run, index), key="key")
     if best.num_rows == 0:
         return shard, 0, 0
-    ok_keys = best.filter(pc.equal(best["status"], STATUS_OK))["key"]
-    spent_keys = best.filter(pc.and_(pc.not_equal(best["status"], STATUS_OK),
+    final = pc.is_in(best["status"], value_set=pa.array([STATUS_OK, STATUS_SKIPPED]))
+    ok_keys = best.filter(final)["key"]
+    spent_keys = best.filter(pc.and_(pc.invert(final),
                                      pc.greater_equal(best["failures"], max_attempts)))["key"]
     done = pc.is_in(shard[key], value_set=ok_keys)
     spent = pc.is_in(shard[key], value_set=spent_keys)
@@ -68,39 +69,9 @@ def rows_to_do(run: RunDir, index: int, shard: pa.Table, key: str, max_attempts:
     return todo, pc.sum(done).as_py() or 0, pc.sum(spent).as_py() or 0
 
 
-@contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM/SIGINT/SIGUSR2 set `stop` instead of killing the process mid-write (main thread only).
-
-    USR2 is Slurm's "time limit (or preemption) is near" (slurm/caption_array.sbatch passes it on); it is
-    blocked in the frame readers, which would die of it (see vidcap.signals)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {}
-
-    def handler(signum: int, frame: object) -> None:
-        if stop.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C means now
-        # os.write, not print: a handler may run in the middle of the progress bar's own write to stderr
-        os.write(2, f"\nvidcap: {signal.Signals(signum).name}: stopping after the batch in flight\n".encode())
-        stop.set()  # the main thread never waits on this event, so setting it here cannot deadlock
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous[sig] = signal.signal(sig, handler)
-    try:
-        # a USR2 once the shard is over is ignored: its default action would kill a process whose work is done
-        late = signal.SIG_IGN if signal.getsignal(signal.SIGUSR2) in (signal.SIG_DFL, None) else None
-        with signal_sets_event(signal.SIGUSR2, stop, "\nvidcap: SIGUSR2: stopping after the batch in flight\n", late):
-            yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 def batch_rows(samples: list[Sample], engine: Engine, task: Task) -> list[dict[str, Any]]:
     """Run the readable samples of one batch; one result row per sample (without `key`), in samples' order."""
-    readable = [s for s in samples if not s.error]
+    readable = [s for s in samples if not s.error and not s.skip]
     for sample in readable:
         sample.prompt = task.prompt_for(sample)
     started = time.perf_counter()
@@ -114,7 +85,8 @@ def batch_rows(samples: list[Sample], engine: Engine, task: Task) -> list[dict[s
     for sample in samples:
         result = answers.get(id(sample))
         if result is None:
-            rows.append({**task.error_values, "status": STATUS_ERROR, "error": sample.error or "unreadable"})
+            status = STATUS_SKIPPED if sample.skip and not sample.error else STATUS_ERROR
+            rows.append({**task.error_values, "status": status, "error": sample.error or sample.skip or "unreadable"})
             continue
         row = task_row(task, sample, result)
         row.update(seconds=share, prompt_tokens=result.prompt_tokens, generated_tokens=result.generated_tokens)
@@ -159,23 +131,24 @@ def run_shard(
     closed here. The shard's lock is taken before anything else, so a duplicate task stops at once."""
     run = run if isinstance(run, RunDir) else RunDir.at(run)
     config = run.load_config()
-    spec = load_spec(run)
+    spec = load_spec(run)  # what this run does (vidcap.tasks.spec)
     task = spec.make_task()
     key = config["manifest"]["key"]
     own_stop = stop is None
     stop = stop or threading.Event()
-    with ResultWriter(run, index) as writer:  # the lock: a second task on this shard stops here (ShardBusy)
+    with ResultWriter(run, index) as writer:  # the store, and its lock first: a duplicate task stops here
         shard = load_shard(run, index)
         todo, done_before, given_up = rows_to_do(run, index, shard, key, spec.max_attempts)
-        stats = ShardStats(run, index, shard.num_rows, done_before, given_up, todo.num_rows)
+        stats = ShardStats(run, index, shard.num_rows, done_before, given_up, todo.num_rows)  # vidcap.stats
         if todo.num_rows == 0:
             final = stats.write(force=True, finished=True)
             run.mark_done(index, {"rows": shard.num_rows, "finished_at": time.time()})
             return ShardOutcome(index, True, final)
         keys = todo[key].cast(pa.string()).to_pylist()
+        # signals first: the reader processes and their resource tracker inherit how USR2 is handled
         with (stop_on_signals(stop) if own_stop else _nothing()), \
                 source_class(task.source)(spec.source, task, todo, keys, config["manifest"]["path"]) as source, \
-                _engine_for(spec, engine) as engine:
+                _engine_for(spec, engine) as engine:  # reading starts before the model loads
             stopped = _drain(source, engine, task, writer, stats, stop, spec.batch_size, index, progress,
                              failures_so_far(run, index))
             if not stopped:

@@ -34,7 +34,9 @@ FRAMES, TEXT = "frames", "text"
 class Sample:
     """One row's input: RGB uint8 frames (H, W, 3) of a video or an image, and/or a text, plus the prompt.
 
-    `error` is set by the source when the row could not be read (the sample then never reaches an engine)."""
+    `error` is set by the source when the row could not be read, `skip` (the reason) when it holds nothing to
+    do, such as an empty caption: either way the sample never reaches an engine, and its row is an `error` or a
+    `skipped` row."""
 
     key: str
     frames: list[np.ndarray] | None = None
@@ -42,6 +44,7 @@ class Sample:
     is_video: bool = True
     text: str | None = None
     error: str = ""
+    skip: str = ""
     attempt: int = 1  # 1 on a row's first try; n after n-1 failed ones (an engine may answer a retry otherwise)
 
 
