@@ -33,7 +33,7 @@ from vidcap.fixtures.synth import frame_signature
 
 #: the faults a rule may ask for
 FAULTS = ("429", "quota", "500", "503", "slow", "drop", "malformed", "not_completion", "refusal",
-          "content_filter", "empty", "bad_request")
+          "content_filter", "empty", "bad_request", "length")
 
 PROMPT_TOKENS_PER_IMAGE = 85  # what OpenAI bills for a "low" detail image
 
@@ -259,6 +259,9 @@ class _Handler(BaseHTTPRequestHandler):
             message["content"], finish = "", "content_filter"
         elif fault == "empty":
             message["content"] = ""
+        elif fault == "length":  # cut at max_tokens: the first half of the answer, as a real API stops mid-way
+            words = answer.split()
+            message["content"], finish = " ".join(words[:max(1, len(words) // 2)]), "length"
         prompt_tokens = PROMPT_TOKENS_PER_IMAGE * len(urls) + len(prompt.split())
         completion_tokens = len((message["content"] or message["refusal"] or "").split())
         with self.fake._lock:  # a completion with usage: what an API bills

@@ -197,12 +197,22 @@ def shards_with_results(run: RunDir) -> set[int]:
 
 
 def result_counts(results: pa.Table) -> dict[str, Any]:
-    """Keys ok and keys failed (the newest result of each key counts), and what every row spent."""
+    """Keys ok and keys failed (the newest result of each key counts), what every row spent, and how many
+    current rows carry each caption-check flag."""
     from vidcap.manifest.resolve import best_per_key
 
     best = best_per_key(results, key="key")
     ok = (pc.sum(pc.equal(best["status"], STATUS_OK)).as_py() or 0) if best.num_rows else 0
-    return {"ok": ok, "error": best.num_rows - ok, "spent": spent_in(results) if results.num_rows else {}}
+    return {"ok": ok, "error": best.num_rows - ok, "spent": spent_in(results) if results.num_rows else {},
+            "flags": list_counts(best, "flags")}
+
+
+def list_counts(table: pa.Table, column: str) -> dict[str, int]:
+    """How many rows hold each value of a list column (flags, tags); {} when there is no such column."""
+    if column not in table.column_names or not pa.types.is_list(table.schema.field(column).type):
+        return {}
+    counts = pc.value_counts(pc.list_flatten(table[column])).to_pylist()
+    return {c["values"]: c["counts"] for c in counts if c["values"]}
 
 
 def done_summary(run: RunDir, index: int, rows: int, stats: dict[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ class ShardState:
     slurm: str = ""
     videos_per_s: float = 0.0
     spent: dict[str, float | int] = field(default_factory=dict)  # cost and tokens of every attempt's rows
+    flags: dict[str, int] = field(default_factory=dict)  # rows per caption-check flag, current rows
     log_tail: list[str] = field(default_factory=list)
     busy: tuple[float, float, int] | None = None  # last attempt: started, last seen, rows processed
 
@@ -91,7 +92,8 @@ def shard_states(run: RunDir, timeout_s: float = 20.0) -> list[ShardState]:
             summary = cache.summary(index)
             report.append(ShardState(index, "done", rows, summary["ok"], summary["error"], job_id, "", 0.0,
                                      summary["spent"], busy=_busy(summary.get("started_at"), summary.get("finished_at"),
-                                                                  summary.get("processed", 0))))
+                                                                  summary.get("processed", 0)),
+                                     flags=summary.get("flags", {})))
             continue
         counts = result_counts(read_results(run, index)) if index in with_results else {"ok": 0, "error": 0, "spent": {}}
         stats = run.read_stats(index) if index in with_stats else None
@@ -120,7 +122,7 @@ def shard_states(run: RunDir, timeout_s: float = 20.0) -> list[ShardState]:
         busy = _busy(stats.get("started_at"), stats.get("updated_at"),
                      (stats.get("rows_ok") or 0) + (stats.get("rows_error") or 0)) if stats else None
         entry = ShardState(index, state, rows, counts["ok"], counts["error"], job_id, slurm, speed, counts["spent"],
-                           busy=busy)
+                           busy=busy, flags=counts.get("flags", {}))
         if state == "failed" and job_id:
             entry.log_tail = log_tail or _log_tail(run, job_id)
         report.append(entry)
@@ -240,6 +242,13 @@ def format_status(run: RunDir, report: list[ShardState], show_all: bool = False)
     elif engine.get("engine") == "openai" and tokens_in:
         lines.append(f"cost      unknown: no price for {engine.get('model')!r} (--prices-file); "
                      f"{tokens_in} input + {tokens_out} output tokens so far")
+    flags: dict[str, int] = {}
+    for s in report:
+        for name, n in s.flags.items():
+            flags[name] = flags.get(name, 0) + n
+    if flags:
+        lines.append("flags     " + "  ".join(f"{name} {n}" for name, n in sorted(flags.items(), key=lambda x: -x[1]))
+                     + "  (caption checks, rows now; `vidcap merge --drop-flagged` leaves them out)")
     shown = [s for s in report if show_all or s.state != "done"]
     if shown:
         lines += ["", f"{'shard':>6}  {'state':<13} {'job':<14} {'slurm':<11} {'rows':>6} {'ok':>6} {'error':>6} "

@@ -42,6 +42,15 @@ class ShardOutcome:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+def failures_so_far(run: RunDir, index: int) -> dict[str, int]:
+    """Keys of the shard that failed before, with how many times: their samples carry `attempt` = that + 1."""
+    best = best_per_key(read_results(run, index), key="key")
+    if best.num_rows == 0:
+        return {}
+    failed = best.filter(pc.and_(pc.not_equal(best["status"], STATUS_OK), pc.greater(best["failures"], 0)))
+    return dict(zip(failed["key"].cast(pa.string()).to_pylist(), failed["failures"].to_pylist()))
+
+
 def rows_to_do(run: RunDir, index: int, shard: pa.Table, key: str, max_attempts: int) -> tuple[pa.Table, int, int]:
     """Shard rows that still need an answer: no `ok` result yet (nor `skipped`: a row with nothing to do, such
     as an empty caption, is not run again) and fewer than `max_attempts` failures.
@@ -140,7 +149,8 @@ def run_shard(
         with (stop_on_signals(stop) if own_stop else _nothing()), \
                 source_class(task.source)(spec.source, task, todo, keys, config["manifest"]["path"]) as source, \
                 _engine_for(spec, engine) as engine:  # reading starts before the model loads
-            stopped = _drain(source, engine, task, writer, stats, stop, spec.batch_size, index, progress)
+            stopped = _drain(source, engine, task, writer, stats, stop, spec.batch_size, index, progress,
+                             failures_so_far(run, index))
             if not stopped:
                 writer.compact()
             figures = {"engine": engine.figures(), "source": source.figures()}
@@ -151,8 +161,10 @@ def run_shard(
 
 
 def _drain(source: Any, engine: Engine, task: Task, writer: ResultWriter, stats: ShardStats,
-           stop: threading.Event, batch_size: int, index: int, progress: bool | None) -> bool:
-    """Every batch of the source through the engine into the store; True when stopped early."""
+           stop: threading.Event, batch_size: int, index: int, progress: bool | None,
+           failures: dict[str, int] | None = None) -> bool:
+    """Every batch of the source through the engine into the store; True when stopped early. `failures`:
+    earlier failures per key, told to the engine as each sample's `attempt`."""
     bar = tqdm(total=stats.data["rows_todo"], desc=f"shard {index}", unit="row",
                disable=progress is False, mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr)
     batches = source.batches(batch_size)
@@ -164,6 +176,9 @@ def _drain(source: Any, engine: Engine, task: Task, writer: ResultWriter, stats:
                 samples = next(batches, None)
             if samples is None:
                 return False
+            if failures:
+                for sample in samples:
+                    sample.attempt = 1 + failures.get(sample.key, 0)
             with stats.timed("model_s"):
                 rows = batch_rows(samples, engine, task)
             for sample, row in zip(samples, rows):

@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", required=True, help="OUT.csv or OUT.parquet")
     p.add_argument("--key", default="path", help="key column of part files (default: path)")
     p.add_argument("--caption-column", default="text", help="name of the caption column (run form)")
+    p.add_argument("--drop-flagged", nargs="?", const="all", metavar="FLAGS",
+                   help="leave out rows whose caption checks raised a flag (run form): any flag, or only the "
+                        "comma-separated FLAGS (e.g. loop,empty)")
     p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("remaining", help="rows not yet captioned: of a run, or of MANIFEST given --done")
@@ -61,10 +64,20 @@ def cmd_merge(args: argparse.Namespace) -> int:
     if len(args.inputs) == 1 and is_run(args.inputs[0]):
         from vidcap.manifest.reduce_run import merge_run
 
-        counts = merge_run(RunDir.at(args.inputs[0]), args.output, caption_column=args.caption_column)
+        drop = ()
+        if args.drop_flagged:
+            from vidcap.checks import parse_checks
+
+            drop = parse_checks(args.drop_flagged, option="--drop-flagged")
+        counts = merge_run(RunDir.at(args.inputs[0]), args.output, caption_column=args.caption_column,
+                           drop_flags=drop)
+        dropped = f"; {counts.dropped} flagged rows left out" if drop else ""
         print(f"{args.output}: {counts.written} rows: {counts.ok} ok, {counts.error} error, "
-              f"{counts.skipped} skipped, {counts.pending} not yet run")
+              f"{counts.skipped} skipped, {counts.pending} not yet run{dropped}")
         return 0
+    if args.drop_flagged:
+        raise UserError("--drop-flagged needs a run folder; for other files: vidcap check-captions IN --output OUT "
+                        "--drop-flagged")
     for path in args.inputs:
         if Path(path).is_dir():
             raise UserError(f"{path}: a folder but not a run folder (no config.json)")

@@ -42,6 +42,12 @@ def add_caption_arguments(p: argparse.ArgumentParser, one_shot: bool) -> None:
     g.add_argument("--prompt", default=None, help="preset name (video, image, image-3ex, ...)")
     g.add_argument("--prompt-file", default=None, help="file holding the prompt text")
     add_media_arguments(p)
+    from vidcap.checks import add_check_arguments
+
+    add_check_arguments(p)
+    p.add_argument("--on-flag", choices=["keep", "retry"], default="keep",
+                   help="what a caption check's flag does: keep (row ok, flags in the `flags` column; default) or "
+                        "retry (row is an error 'flagged: loop', retried by `vidcap resume` up to --max-attempts)")
 
 
 def data_is_video(args: argparse.Namespace, manifest_table: pa.Table) -> bool:
@@ -65,8 +71,11 @@ def caption_spec(args: argparse.Namespace, manifest: pa.Table):  # -> TaskSpec
     if args.num_frames < 1:
         raise UserError("--num-frames must be at least 1")
     batch_size = default_batch_size(args)
+    from vidcap.checks import settings_from_args
+
     settings = CaptionSettings(prompt_name=prompt.name, prompt=prompt.text, num_frames=args.num_frames,
-                               resize=args.resize or None, is_video=is_video)
+                               resize=args.resize or None, is_video=is_video, checks=settings_from_args(args),
+                               on_flag=args.on_flag)
     return TaskSpec(task="caption", settings=settings, engine=args.engine,
                     engine_settings=engine_settings_from_args(args),
                     source=source_settings_from_args(args, batch_size),

@@ -84,6 +84,9 @@ def add_engine_arguments(p: argparse.ArgumentParser, default: str = "hf") -> Non
     g.add_argument("--ds-kernel-inject", action="store_true",
                    help="DeepSpeed's fused kernels for the language model where it has them (CUDA, --tp-size 2+, "
                         "--tp-backend deepspeed); AutoTP otherwise")
+    g.add_argument("--retry-repetition-penalty", type=float, metavar="P",
+                   help="hf: generate a row's retries (e.g. captions flagged with --on-flag retry) with this "
+                        "repetition penalty (e.g. 1.2); first attempts stay greedy")
     g = p.add_argument_group("OpenAI-compatible API (--engine openai; key from OPENAI_API_KEY or --api-key-file)")
     g.add_argument("--api-base", help="base URL of an OpenAI-compatible server (default: OpenAI)")
     g.add_argument("--api-key-file", help="file holding the API key (never pass the key itself)")
@@ -109,7 +112,8 @@ def engine_settings_from_args(args: argparse.Namespace) -> Any:
                             "or a local folder; `vidcap make-tiny-model DIR` makes a tiny one for trials)")
         return HFSettings(model=args.model, max_new_tokens=args.max_new_tokens, dtype=args.dtype, attn=args.attn,
                           device=args.device, tp_size=args.tp_size, tp_backend=args.tp_backend,
-                          ds_kernel_inject=args.ds_kernel_inject)
+                          ds_kernel_inject=args.ds_kernel_inject,
+                          retry_repetition_penalty=getattr(args, "retry_repetition_penalty", None))
     if args.engine == "openai":
         from vidcap.engines.openai_api import OpenAISettings
 

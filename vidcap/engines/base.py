@@ -45,6 +45,7 @@ class Sample:
     text: str | None = None
     error: str = ""
     skip: str = ""
+    attempt: int = 1  # 1 on a row's first try; n after n-1 failed ones (an engine may answer a retry otherwise)
 
 
 @dataclass

@@ -100,6 +100,8 @@ class HFEngine(Engine):
         self.dtype = model.dtype
         self.context = _context_length(model.config, processor)
         self.generation = _greedy(model, processor, self.settings.max_new_tokens)
+        self.retry_generation = copy.deepcopy(self.generation)
+        self.retry_generation.repetition_penalty = self.settings.retry_repetition_penalty
         self.eos_ids = set(np.atleast_1d(self.generation.eos_token_id).tolist()) \
             if self.generation.eos_token_id is not None else set()
         self.is_noise = bool(getattr(model.config, "vidcap_tiny_random", False))
@@ -111,6 +113,12 @@ class HFEngine(Engine):
         """Generate for the whole batch; a sample whose input would overflow the context gets an error."""
         if not samples:
             return []
+        retried = [s.attempt > 1 for s in samples] if self.settings.retry_repetition_penalty else [False]
+        if any(retried) and not all(retried):  # first tries and retries generate apart, then back in order
+            firsts = iter(self.run([s for s, again in zip(samples, retried) if not again]))
+            retries = iter(self.run([s for s, again in zip(samples, retried) if again]))
+            return [next(retries) if again else next(firsts) for again in retried]
+        generation = self.retry_generation if all(retried) else self.generation
         import torch
 
         from vidcap.engines.hf_inputs import build_inputs
@@ -125,7 +133,7 @@ class HFEngine(Engine):
                     for i, n in enumerate(lengths)]
         inputs = inputs.to(self.device, dtype=self.dtype)
         with torch.inference_mode():
-            output = self.model.generate(**inputs, generation_config=self.generation)
+            output = self.model.generate(**inputs, generation_config=generation)
         new_tokens = output[:, inputs["input_ids"].shape[1]:].tolist()
         return [self._decode(tokens, prompt_tokens) for tokens, prompt_tokens in zip(new_tokens, lengths)]
 

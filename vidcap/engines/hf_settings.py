@@ -27,6 +27,10 @@ class HFSettings:
     tp_size: int = operational(1)  # tensor-parallel ranks per shard task
     tp_backend: str = operational("deepspeed")
     ds_kernel_inject: bool = operational(False)  # DeepSpeed's fused kernels for the language model (CUDA, TP)
+    # a row's retry (a caption flagged with --on-flag retry, an error) generates with this repetition penalty
+    # (transformers' repetition_penalty, e.g. 1.2): greedy decoding would only write the same loop again.
+    # First attempts are untouched, so it may be set when a run is resumed.
+    retry_repetition_penalty: float | None = operational(None)
 
     def __post_init__(self) -> None:
         problems = []
@@ -38,6 +42,8 @@ class HFSettings:
             problems.append(f"unknown --attn {self.attn!r} (choose from {', '.join(ATTN_CHOICES)})")
         if self.tp_size < 1:
             problems.append(f"--tp-size must be at least 1, got {self.tp_size}")
+        if self.retry_repetition_penalty is not None and self.retry_repetition_penalty <= 0:
+            problems.append(f"--retry-repetition-penalty must be positive, got {self.retry_repetition_penalty}")
         if self.tp_backend not in TP_BACKENDS:
             problems.append(f"unknown --tp-backend {self.tp_backend!r} (choose from {', '.join(TP_BACKENDS)})")
         if self.ds_kernel_inject and (self.tp_size < 2 or self.tp_backend != "deepspeed"):

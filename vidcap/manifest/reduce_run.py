@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Collection
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +32,7 @@ class ReduceCounts:
     skipped: int = 0
     pending: int = 0  # no result yet
     given_up: int = 0  # left out of `remaining` by --max-attempts
+    dropped: int = 0  # left out of `merge` by --drop-flagged
     written: int = 0
     failures_by_reason: dict[str, int] = field(default_factory=dict)
 
@@ -65,8 +67,11 @@ def _result_schema(run: RunDir, shards: range) -> list[pa.Field]:
     return list(fields.values())
 
 
-def merge_run(run: RunDir, output: str | os.PathLike[str], caption_column: str = "text") -> ReduceCounts:
-    """Every manifest row, in manifest order, with the result that counts for it (or none yet)."""
+def merge_run(run: RunDir, output: str | os.PathLike[str], caption_column: str = "text",
+              drop_flags: Collection[str] = ()) -> ReduceCounts:
+    """Every manifest row, in manifest order, with the result that counts for it (or none yet).
+
+    Rows whose `flags` (caption checks) hold any of `drop_flags` are left out and counted as dropped."""
     manifest_format(output)
     config = run.load_config()
     key = config["manifest"]["key"]
@@ -91,6 +96,8 @@ def merge_run(run: RunDir, output: str | os.PathLike[str], caption_column: str =
                 best = _shard_best(run, index)
                 joined = _attach(shard, key, best, result_fields)
                 _count(counts, joined)
+                if drop_flags:
+                    joined = _drop_flagged(joined, drop_flags, counts)
                 joined = joined.rename_columns([rename.get(n, n) for n in joined.column_names])
                 writer.write(joined.select(schema.names).cast(schema))
                 counts.written += joined.num_rows
@@ -148,6 +155,19 @@ def _attach(shard: pa.Table, key: str, best: pa.Table, fields: list[pa.Field]) -
         column = picked[f.name] if f.name in picked.column_names else pa.nulls(joined.num_rows, type=f.type)
         joined = joined.append_column(f.name, column)
     return joined.sort_by(ROW_COLUMN)
+
+
+def _drop_flagged(joined: pa.Table, flags: Collection[str], counts: ReduceCounts) -> pa.Table:
+    """The rows whose `flags` list holds none of `flags` (a row with no result or no flags stays)."""
+    if "flags" not in joined.column_names or joined.num_rows == 0:
+        return joined
+    column = joined["flags"].combine_chunks()
+    hit = pc.is_in(pc.list_flatten(column), value_set=pa.array(sorted(flags), pa.string()))
+    rows = pc.filter(pc.list_parent_indices(column), hit)
+    drop = np.zeros(joined.num_rows, dtype=bool)
+    drop[rows.to_numpy(zero_copy_only=False)] = True
+    counts.dropped += int(drop.sum())
+    return joined.filter(pa.array(~drop))
 
 
 def _count(counts: ReduceCounts, joined: pa.Table) -> None:

@@ -71,7 +71,7 @@ class Channel:
         header = {
             "kind": "batch",
             "samples": [(s.key, s.prompt, s.is_video, [f.shape for f in s.frames or []] if flat else
-                         list(s.frames or []), s.text) for s in samples],
+                         list(s.frames or []), s.text, s.attempt) for s in samples],
             "nbytes": sum(f.nbytes for f in frames) if flat else 0,
         }
         self._broadcast_object(header)
@@ -94,15 +94,15 @@ class Channel:
             payload = torch.empty(message["nbytes"], dtype=torch.uint8)
             dist.broadcast(payload, src=0, group=self.group)
             buffer, offset = payload.numpy(), 0
-            for key, prompt, is_video, shapes, text in message["samples"]:
+            "samples": [(s.key, s.prompt, s.is_video, [f.shape for f in s.frames or []] if flat else
+                         list(s.frames or []), s.text, s.attempt) for s in samples],
                 frames = []
                 for shape in shapes:
                     size = int(np.prod(shape))
                     frames.append(buffer[offset:offset + size].reshape(shape))
                     offset += size
-                samples.append(Sample(key=key, frames=frames, prompt=prompt, is_video=is_video, text=text))
-        else:
-            samples = [Sample(key=k, frames=f, prompt=p, is_video=v, text=t) for k, p, v, f, t in message["samples"]]
+            "samples": [(s.key, s.prompt, s.is_video, [f.shape for f in s.frames or []] if flat else
+                         list(s.frames or []), s.text, s.attempt) for s in samples],
         message["samples"] = samples
         return message
 
