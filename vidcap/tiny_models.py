@@ -33,7 +33,9 @@ CORPUS = [
     "A small boat crosses a calm lake in the early morning mist.",
 ]
 
-FAMILIES = ("llava", "llava-next", "llava-next-video", "qwen2-vl", "qwen2.5-vl")
+FAMILIES = ("llava", "llava-next", "llava-next-video", "qwen2-vl", "qwen2.5-vl", "pllava")
+#: families written in a layout of their own (not transformers' save_pretrained): "module:function"
+_WRITERS = {"pllava": "vidcap.tiny_pllava:make_tiny_pllava"}
 
 IMAGE_PX = 32  # vision input side
 PATCH_PX = 8  # vision patch side
@@ -257,10 +259,15 @@ def make_tiny_model(dir: str | Path, family: str = "llava", width: int = 64, see
     """
     import torch
 
-    if family not in _BUILDERS:
+    if family not in _BUILDERS and family not in _WRITERS:
         raise ValueError(f"unknown tiny model family {family!r} (choose from {', '.join(FAMILIES)})")
     if width < 32 or width % 32:
         raise ValueError(f"width must be a positive multiple of 32, got {width}")
+    if family in _WRITERS:
+        import importlib
+
+        module, function = _WRITERS[family].split(":")
+        return getattr(importlib.import_module(module), function)(dir, width=width, seed=seed)
     out = Path(dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)

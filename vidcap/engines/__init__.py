@@ -21,6 +21,7 @@ ENGINES: dict[str, str] = {
     "hf": "vidcap.engines.hf:HFEngine",
     "openai": "vidcap.engines.openai_api:OpenAIEngine",
     "noop": "vidcap.engines.noop:NoopEngine",
+    "pllava": "vidcap.engines.pllava:PllavaEngine",
 }
 
 
@@ -41,6 +42,10 @@ class EngineConfig:
     device: str | None = None
     tp_size: int = 1
     tp_backend: str = "deepspeed"
+    # PLLaVA engine: pooling T-H-W (None: the checkpoint's), LoRA alpha (scale alpha/r), crop or pad frames
+    pooling_shape: list[int] | None = None
+    lora_alpha: float = 4.0
+    frame_fit: str = "crop"
     # OpenAI-compatible engine
     api_base: str | None = None
     api_key_file: str | None = None
