@@ -44,7 +44,8 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-root", default="", help="folder that relative paths start from (default: the manifest's)")
 
     g = p.add_argument_group("model and prompt")
-    g.add_argument("--engine", default="hf", help="hf (Hugging Face VLM), openai (API), noop (no model)")
+    g.add_argument("--engine", default=None,
+                   help="hf (Hugging Face VLM), pllava, openai (API), noop (no model); default: from --model")
     g.add_argument("--model", default="", help="hub id or local folder (hf), model name (openai)")
     g.add_argument("--prompt", default=None, help="preset name (video, image, image-3ex, ...)")
     g.add_argument("--prompt-file", default=None, help="file holding the prompt text")
@@ -54,6 +55,10 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", help="cuda, cpu (default: cuda when present)")
     g.add_argument("--tp-size", type=int, default=1, help="tensor-parallel processes per shard task")
     g.add_argument("--tp-backend", choices=["deepspeed", "transformers"], default="deepspeed")
+
+    from vidcap.engines.pllava_cli import add_pllava_arguments
+
+    add_pllava_arguments(p)
 
     g = p.add_argument_group("frames and batches")
     g.add_argument("--num-frames", type=int, default=3, help="frames per video (evenly spaced)")
@@ -100,13 +105,16 @@ def job_from_args(args: argparse.Namespace, is_video: bool):
 
     if args.api_key_file and not Path(args.api_key_file).is_file():
         raise UserError(f"{args.api_key_file}: no such API key file")
+    from vidcap.engines.pllava_cli import choose_engine, pllava_settings
+
+    args.engine = choose_engine(args.engine, args.model)
     prompt = resolve_prompt(args.prompt, args.prompt_file, is_video=is_video)
     prices = {}
     if args.prices_file:
         from vidcap.engines.api_pricing import load_prices
 
         prices = load_prices(args.prices_file)
-    if args.engine == "hf" and not args.model:
+    if args.engine in ("hf", "pllava") and not args.model:
         raise UserError("--model is required (a Hugging Face id such as llava-hf/llava-v1.6-mistral-7b-hf, "
                         "or a local folder; `vidcap make-tiny-model DIR` makes a tiny one for trials)")
     engine = EngineConfig(
@@ -117,7 +125,7 @@ def job_from_args(args: argparse.Namespace, is_video: bool):
         concurrency=args.concurrency, requests_per_minute=args.rpm, request_timeout_s=args.request_timeout,
         max_request_attempts=args.request_attempts,
         image_detail=args.image_detail, jpeg_quality=args.jpeg_quality, jpeg_max_side=args.jpeg_max_side,
-        prices=prices, noop_latency_s=args.noop_latency,
+        prices=prices, noop_latency_s=args.noop_latency, **pllava_settings(args),
     )
     if args.num_frames < 1:
         raise UserError("--num-frames must be at least 1")

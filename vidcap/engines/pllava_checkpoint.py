@@ -165,8 +165,11 @@ def _weight_map(folder: Path) -> dict[str, str]:
 def _lora_layout(folder: Path, weight_map: dict[str, str]) -> tuple[tuple[str, ...], int]:
     """Which module names carry a LoRA, and its rank (the first dimension of lora_A)."""
     stems = [m.group(1) for key in weight_map if (m := LORA_A.match(key))]
-    if not stems:
-        return (), 0
+    if not stems:  # every published PLLaVA carries its language LoRA inside the shards
+        language = sorted(k for k in weight_map if k.startswith("language_model."))
+        raise UserError(f"{folder}: the weights do not match a PLLaVA model: no LoRA weights "
+                        f"(language_model.base_model.model.*.lora_A.default.weight); first language key: "
+                        f"{language[0] if language else 'none'}; refusing to run a partly random model")
     targets = tuple(sorted({stem.rsplit(".", 1)[-1] for stem in stems}))
     from safetensors import safe_open
 

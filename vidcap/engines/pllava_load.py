@@ -84,8 +84,6 @@ def load_pllava(folder: str | Path, *, pooling_shape: tuple[int, int, int] | Non
     checkpoint = PllavaCheckpoint.open(folder)
     shape = pooling_shape or checkpoint.pooling_shape
     model = build_empty(checkpoint, pooling_shape=shape, lora_alpha=lora_alpha, attn=attn)
-    if not checkpoint.lora_targets:
-        log.warning("%s holds no LoRA weights: running the language model without an adapter", folder)
     return load_weights(model, checkpoint, device, dtype)
 
 
