@@ -12,7 +12,7 @@ import sys
 import torch
 
 from pllava_helpers import fixed_batch, greedy
-from vidcap.engines import EngineConfig
+from vidcap.engines.pllava_settings import PllavaSettings
 
 MAX_NEW = 12
 
@@ -27,8 +27,7 @@ def main(argv: list[str]) -> None:
     env.export()
     set_rank_label(env.rank, env.world_size)
     torch.set_num_threads(1)
-    config = EngineConfig(engine="pllava", model=model, num_frames=4, max_new_tokens=MAX_NEW,
-                          tp_size=env.world_size, device="cpu")
+    config = PllavaSettings(model=model, max_new_tokens=MAX_NEW, tp_size=env.world_size, device="cpu")
     device = rank_device(config, env)
     groups = init_groups(env, device, Bounds.from_env())
     engine = load_rank_engine(config, env, device, groups)

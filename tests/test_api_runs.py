@@ -2,7 +2,7 @@
 chat-completions server of tests/openai_server.py: on this machine, and as a CPU job array on the test
 Slurm cluster.
 
-The videos are tiny real files whose frames carry their seed (vidcap.synth); the server decodes every JPEG
+The videos are tiny real files whose frames carry their seed (vidcap.fixtures.synth); the server decodes every JPEG
 it is sent and answers with the seed and frame index it finds, so each caption is checked against its own
 row's video. Faults are chosen by seed, on a payload's first attempt only: a rerun sends the same bytes.
 """
@@ -22,7 +22,7 @@ from slurm_fixtures import slurm_cluster, slurm_job_env  # noqa: F401  (fixtures
 from worker_helpers import make_clips
 
 from vidcap.cli import main
-from vidcap.jobconfig import load_job
+from vidcap.tasks.spec import load_spec as load_job
 from vidcap.results import read_results
 from vidcap.run import RunDir
 from vidcap.scheduler.preflight import check_before_submit
@@ -184,7 +184,7 @@ def test_before_a_slurm_submit_the_key_is_checked_and_its_route_advised(
 def dataclass_with(job: Any, **engine: Any) -> Any:
     import dataclasses
 
-    return dataclasses.replace(job, engine=dataclasses.replace(job.engine, **engine))
+    return dataclasses.replace(job, engine_settings=dataclasses.replace(job.engine_settings, **engine))
 
 
 # ---------------------------------------------------------------------------------------- a Slurm array

@@ -20,12 +20,12 @@ from safetensors.torch import load_file, save_file
 
 from pllava_helpers import TIE_GAP, compare, fixed_batch, frames, greedy
 from vidcap.cli import main
-from vidcap.engines import EngineConfig, create_engine
 from vidcap.engines.base import Sample
 from vidcap.engines.pllava import PllavaEngine
+from vidcap.engines.pllava_settings import PllavaSettings
 from vidcap.engines.pllava_inputs import build_batch, letterbox, repeat_frames
 from vidcap.errors import UserError
-from vidcap.tiny_models import make_tiny_model
+from vidcap.fixtures.tiny_models import make_tiny_model
 from worker_helpers import make_clips
 
 torch.set_num_threads(1)
@@ -40,10 +40,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def engine(model: Path, **settings: object) -> PllavaEngine:
-    config = EngineConfig(engine="pllava", model=str(model), num_frames=4, max_new_tokens=MAX_NEW, device="cpu")
-    for name, value in settings.items():
-        setattr(config, name, value)
-    return create_engine(config)  # type: ignore[return-value]
+    """Opened without a task: its frames per video are the checkpoint's num_frames (4 for the tiny one)."""
+    return PllavaEngine.loaded(PllavaSettings(model=str(model), max_new_tokens=MAX_NEW, device="cpu", **settings))
 
 
 def index(model: Path) -> dict[str, str]:
@@ -325,8 +323,9 @@ def test_caption_end_to_end_with_a_broken_video_mid_batch(tiny: Path, tmp_path: 
     rows = _rows(out)
     assert [r["path"] for r in rows] == [f"clip_{i:03d}.mp4" for i in range(7)]
     assert rows[2]["status"] == "error" and rows[2]["error"] and not rows[2]["text"]
-    config = json.loads((tmp_path / "out.run" / "config.json").read_text())["job"]["engine"]
-    assert (config["engine"], config["lora_alpha"], config["pooling_shape"], config["frame_fit"]) == \
+    engine_config = json.loads((tmp_path / "out.run" / "config.json").read_text())["engine"]
+    config = engine_config["settings"]
+    assert (engine_config["name"], config["lora_alpha"], config["pooling_shape"], config["frame_fit"]) == \
         ("pllava", 4.0, [2, 2, 2], "crop")
 
     good = tmp_path / "good.csv"

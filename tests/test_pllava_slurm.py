@@ -13,7 +13,7 @@ import pytest
 from slurm_fixtures import slurm_cluster, slurm_job_env  # noqa: F401  (fixtures)
 from vidcap.cli import main
 from vidcap.run import RunDir
-from vidcap.tiny_models import make_tiny_model
+from vidcap.fixtures.tiny_models import make_tiny_model
 from worker_helpers import make_clips
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_job_env")]
@@ -41,7 +41,7 @@ def test_pllava_caption_on_slurm_with_a_broken_video(tmp_path: Path, capsys: pyt
     assert [r["path"] for r in rows] == [f"clip_{i:03d}.mp4" for i in range(6)]
     assert rows[1]["status"] == "error" and rows[1]["error"] and not rows[1]["text"]
     assert all(r["status"] == "ok" and r["text"] for i, r in enumerate(rows) if i != 1)
-    assert json.loads((run.root / "config.json").read_text())["job"]["engine"]["engine"] == "pllava"
+    assert json.loads((run.root / "config.json").read_text())["engine"]["name"] == "pllava"
     assert all(run.read_stats(i)["finished"] for i in range(2))
 
     # the same captions as this machine's local executor gives for each good video alone, row by row

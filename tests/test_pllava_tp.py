@@ -19,9 +19,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 from pllava_helpers import compare, fixed_batch, greedy  # noqa: E402
-from vidcap.engines import EngineConfig, create_engine  # noqa: E402
+from vidcap.engines.pllava import PllavaEngine  # noqa: E402
+from vidcap.engines.pllava_settings import PllavaSettings  # noqa: E402
 from vidcap.parallel.launch import start_ranks, supervise  # noqa: E402
-from vidcap.tiny_models import make_tiny_model  # noqa: E402
+from vidcap.fixtures.tiny_models import make_tiny_model  # noqa: E402
 
 WIDTH = 128
 TESTS = Path(__file__).resolve().parent
@@ -44,8 +45,7 @@ def test_tp2_gives_the_tokens_of_tp1(tmp_path: Path, ranks_env: None) -> None:
     got = torch.load(out)
     assert got["shapes"]["language_q"][0] == WIDTH // 2, got["shapes"]  # the language model is split
     assert got["shapes"]["vision_q"] == [WIDTH // 2, WIDTH // 2], got["shapes"]  # the tower is whole
-    ref = create_engine(EngineConfig(engine="pllava", model=str(model), num_frames=4, max_new_tokens=12,
-                                     device="cpu"))
+    ref = PllavaEngine.loaded(PllavaSettings(model=str(model), max_new_tokens=12, device="cpu"))
     ref_tokens, ref_logits = greedy(ref, fixed_batch())
     assert got["logits"].shape == ref_logits.shape
     for i in range(len(ref_tokens)):

@@ -22,6 +22,7 @@ import os
 import re
 import socket
 import struct
+import time
 import zlib
 from pathlib import Path
 from typing import Any, Iterable
@@ -31,7 +32,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vidcap.errors import UserError
-from vidcap.run import SHARD_NAME, RunDir, fsync_dir
+from vidcap.durable import atomic_path, fsync_dir
+from vidcap.run import SHARD_NAME, RunDir
 
 MAGIC = b"VCR1"
 HEADER = struct.Struct("<4sIQ")  # magic, crc32 of payload, payload length
@@ -39,11 +41,11 @@ HEADER = struct.Struct("<4sIQ")  # magic, crc32 of payload, payload length
 STATUS_OK, STATUS_ERROR, STATUS_SKIPPED = "ok", "error", "skipped"
 STATUSES = (STATUS_OK, STATUS_ERROR, STATUS_SKIPPED)
 
-#: the columns every result row has; engines may add more (e.g. `cost_usd`)
+#: the store's own columns, the same for every task; a task's columns come right after `key`, then these,
+#: then per-row engine figures (e.g. `cost_usd`)
 RESULT_SCHEMA = pa.schema(
     [
         ("key", pa.string()),
-        ("text", pa.string()),
         ("status", pa.string()),
         ("error", pa.string()),
         ("seconds", pa.float64()),
@@ -52,37 +54,37 @@ RESULT_SCHEMA = pa.schema(
     ]
 )
 RESULT_COLUMNS = RESULT_SCHEMA.names
+_DEFAULTS = {"error": "", "seconds": 0.0, "prompt_tokens": 0, "generated_tokens": 0}
 
 
 class ShardBusy(UserError):
     """Another live process is writing this shard's results."""
 
 
-def result_rows(rows: Iterable[dict[str, Any]]) -> pa.Table:
-    """Build a batch from dicts: the standard columns in order, extra columns after them."""
+def result_rows(rows: Iterable[dict[str, Any]], columns: pa.Schema | None = None) -> pa.Table:
+    """Build a batch from dicts: `key`, the task's `columns` (typed by that schema), the store's columns, then
+    any other column, its type inferred. A task column missing from a row is null."""
     rows = list(rows)
-    columns: dict[str, list[Any]] = {name: [] for name in RESULT_COLUMNS}
+    task_fields = [f for f in (columns or pa.schema([])) if f.name not in RESULT_COLUMNS]
+    typed = {f.name: f for f in RESULT_SCHEMA} | {f.name: f for f in task_fields}
+    order = ["key"] + [f.name for f in task_fields] + RESULT_COLUMNS[1:]
+    values: dict[str, list[Any]] = {name: [] for name in order}
     for row in rows:
         for name in row:
-            columns.setdefault(name, [])
+            values.setdefault(name, [])
     for row in rows:
         if row.get("status") not in STATUSES:
             raise ValueError(f"result status must be one of {STATUSES}, got {row.get('status')!r}")
-        for name, values in columns.items():
-            values.append(row.get(name))
-    fields = [RESULT_SCHEMA.field(n) for n in RESULT_COLUMNS]
-    arrays = [pa.array(columns[n], type=RESULT_SCHEMA.field(n).type) for n in RESULT_COLUMNS]
-    for name, values in columns.items():
-        if name not in RESULT_SCHEMA.names:
-            arr = pa.array(values)
-            fields.append(pa.field(name, arr.type))
-            arrays.append(arr)
-    table = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
-    defaults = {"text": "", "error": "", "seconds": 0.0, "prompt_tokens": 0, "generated_tokens": 0}
-    for name, value in defaults.items():
-        i = table.column_names.index(name)
-        table = table.set_column(i, name, table[name].fill_null(value))
-    return table
+        for name, column in values.items():
+            column.append(row.get(name))
+    fields, arrays = [], []
+    for name, column in values.items():
+        arr = pa.array(column, type=typed[name].type) if name in typed else pa.array(column)
+        if name in _DEFAULTS:
+            arr = arr.fill_null(_DEFAULTS[name])
+        fields.append(pa.field(name, arr.type))
+        arrays.append(arr)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
 class _Files:
@@ -137,9 +139,39 @@ def _read_segment(path: Path) -> list[pa.Table]:
 
 
 def read_results(run: RunDir, index: int) -> pa.Table:
-    """All committed result rows of a shard, in commit order (later rows are newer)."""
+    """All committed result rows of a shard, in commit order (later rows are newer).
+
+    Consistent while a writer appends and compacts: a compaction deletes the segments and the older
+    compaction a reader may have just listed, and a directory listing taken during a compaction may miss
+    both the new file and the old ones. So a read is kept only when every file it listed could be read and
+    a listing taken after it shows the same compactions and still every segment read (new segments hold
+    newer rows only); otherwise it is read again from a fresh listing.
+    """
     files = _Files(run, index)
-    segments, compactions = files.listing()
+    listing = files.listing()
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            tables = _read_listed(files, *listing)
+        except FileNotFoundError:  # a compaction replaced what was listed
+            tables = None
+        after = files.listing()
+        if tables is not None and after[1] == listing[1] and set(listing[0]) <= set(after[0]):
+            tables = [t for t in tables if t.num_rows]
+            if not tables:
+                return RESULT_SCHEMA.empty_table()
+            return pa.concat_tables(tables, promote_options="permissive")
+        listing = after
+        if attempt >= 10:  # a writer compacting faster than we read: let it get ahead
+            time.sleep(0.001 * attempt)
+    raise OSError(f"{files.dir}: the results of shard {index} kept changing during {READ_ATTEMPTS} reads")
+
+
+#: re-reads of a shard's results when a compaction ran under a read (a few at most in practice)
+READ_ATTEMPTS = 100
+
+
+def _read_listed(files: _Files, segments: list[int], compactions: list[int]) -> list[pa.Table]:
+    """The newest compaction and the segments past it (FileNotFoundError if one is gone)."""
     tables: list[pa.Table] = []
     covered = -1
     if compactions:
@@ -147,14 +179,28 @@ def read_results(run: RunDir, index: int) -> pa.Table:
         tables.append(pq.read_table(files.compaction(covered)))
     for gen in segments:
         if gen > covered:
-            try:
-                tables.extend(_read_segment(files.segment(gen)))
-            except FileNotFoundError:  # removed by a concurrent compaction that we then read
-                continue
-    tables = [t for t in tables if t.num_rows]
-    if not tables:
-        return RESULT_SCHEMA.empty_table()
-    return pa.concat_tables(tables, promote_options="permissive")
+            tables.extend(_read_segment(files.segment(gen)))
+    return tables
+
+
+def live_writers(run: RunDir) -> list[str]:
+    """Who holds a shard's writer lock now ("shard 3: pid 42 on node7"), for every shard of the run."""
+    busy = []
+    if not run.results_dir.is_dir():
+        return busy
+    for lock in sorted(run.results_dir.glob("shard-*.lock")):
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
+            busy.append(f"{lock.name.split('.')[0]}: {holder}")
+        finally:
+            os.close(fd)
+    return busy
 
 
 class ResultWriter:
@@ -204,13 +250,8 @@ class ResultWriter:
         table = read_results(self.run, self.index)
         segments, compactions = self.files.listing()
         upto = max(segments + compactions)
-        target = self.files.compaction(upto)
-        tmp = target.with_name(f".{target.name}.tmp")
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-        fsync_dir(self.files.dir)
+        with atomic_path(self.files.compaction(upto)) as tmp:
+            pq.write_table(table, tmp)
         for gen in segments:
             if gen <= upto:
                 self.files.segment(gen).unlink(missing_ok=True)

@@ -36,16 +36,23 @@ def choose_engine(engine: str | None, model: str) -> str:
     return engine
 
 
-def pllava_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """EngineConfig fields of the PLLaVA engine, with the pooling shape made explicit (from the checkpoint
-    when not given) so the frozen run config says what was used."""
-    from vidcap.engines.pllava_checkpoint import parse_shape, read_config
+def pllava_settings_from_args(args: argparse.Namespace) -> Any:
+    """The engine's settings from the flags, with the pooling shape made explicit (from the checkpoint when
+    not given) and the model folder absolute, so the frozen run config says what was used."""
+    import os
 
-    if args.lora_alpha < 0:
-        raise UserError(f"--lora-alpha must be 0 or more, got {args.lora_alpha}")
+    from vidcap.engines.pllava_checkpoint import parse_shape, read_config
+    from vidcap.engines.pllava_settings import PllavaSettings
+
+    if not args.model:
+        raise UserError("--model is required: a local PLLaVA checkpoint folder (e.g. one downloaded from "
+                        "ermu2001/pllava-13b; `vidcap make-tiny-model DIR --family pllava` makes a tiny one)")
+    model = os.path.abspath(os.path.expanduser(args.model))
     shape = None
     if args.pooling_shape:
         shape = list(parse_shape(args.pooling_shape))
-    elif args.engine == "pllava" and (config := read_config(args.model)) and config.get("pooling_shape"):
-        shape = list(parse_shape(config["pooling_shape"], f"{args.model}/config.json pooling_shape"))
-    return {"pooling_shape": shape, "lora_alpha": float(args.lora_alpha), "frame_fit": args.frame_fit}
+    elif (config := read_config(model)) and config.get("pooling_shape"):
+        shape = list(parse_shape(config["pooling_shape"], f"{model}/config.json pooling_shape"))
+    return PllavaSettings(model=model, max_new_tokens=args.max_new_tokens, pooling_shape=shape,
+                          lora_alpha=float(args.lora_alpha), frame_fit=args.frame_fit, dtype=args.dtype,
+                          attn=args.attn, device=args.device, tp_size=args.tp_size, tp_backend=args.tp_backend)

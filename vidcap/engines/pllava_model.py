@@ -78,6 +78,7 @@ class PllavaModel(nn.Module):
         self.pooling_shape = pooling_shape
         self.frame_shape = checkpoint.frame_shape
         self.text_config = text_config
+        self.checkpoint_frames = int(config.get("num_frames") or pooling_shape[0])  # when no task says
         self.is_noise = bool(config.get("vidcap_tiny_random", False))  # vidcap's tiny test checkpoints
 
     @property

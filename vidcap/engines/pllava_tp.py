@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
-from vidcap.engines import EngineConfig
 from vidcap.engines.pllava import PllavaEngine, _shape
+from vidcap.engines.pllava_settings import PllavaSettings
 from vidcap.errors import UserError
 
 
-def load_rank_engine(config: EngineConfig, env: Any, device: torch.device, groups: Any) -> PllavaEngine:
+def load_rank_engine(config: PllavaSettings, env: Any, device: torch.device, groups: Any) -> PllavaEngine:
     from vidcap.engines.hf_load import resolve_attn, resolve_dtype
     from vidcap.engines.pllava_load import load_pllava
     from vidcap.parallel.load import init_deepspeed
@@ -35,10 +35,10 @@ def load_rank_engine(config: EngineConfig, env: Any, device: torch.device, group
 
     init_deepspeed(env, device, groups)
     dtype = resolve_dtype(config.dtype, device)
-    model = load_pllava(config.model, pooling_shape=_shape(config), lora_alpha=config.lora_alpha,
+    model = load_pllava(config.folder, pooling_shape=_shape(config), lora_alpha=config.lora_alpha,
                         device=torch.device("cpu"), dtype=dtype, attn=resolve_attn(config.attn, device) or "sdpa")
     model.merge_lora()
     sharded = deepspeed.init_inference(model.language_model, tensor_parallel={"tp_size": env.world_size},
                                        dtype=dtype, replace_with_kernel_inject=False)
     model.language_model = sharded.module
-    return PllavaEngine.with_model(model.to(device).eval(), config, device)
+    return PllavaEngine(config).attach(model.to(device).eval(), device)

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from vidcap.durable import atomic_path
 from vidcap.errors import UserError
 from vidcap.manifest.io import TableWriter, manifest_format
 from vidcap.manifest.resolve import best_per_key
@@ -38,13 +39,26 @@ def _shard_best(run: RunDir, index: int) -> pa.Table:
     return best_per_key(read_results(run, index), key="key")
 
 
+def _task_columns(run: RunDir) -> list[pa.Field]:
+    """The output columns the run's task declares (none for a run not yet frozen)."""
+    config = run.load_config()
+    if "task" not in config and "job" not in config:
+        return []
+    from vidcap.tasks.spec import TaskSpec
+
+    return list(TaskSpec.from_config(config).make_task().columns)
+
+
 def _result_schema(run: RunDir, shards: range) -> list[pa.Field]:
-    """Union of the result columns over all shards (engines may add columns such as cost_usd)."""
+    """Union of the result columns over all shards (engines may add columns such as cost_usd); the task's
+    declared columns and the store's own are there even before any result exists."""
     fields: dict[str, pa.Field] = {}
     for index in shards:
         for f in read_results(run, index).schema:
             if f.name != "key" and f.name not in fields:
                 fields[f.name] = f
+    for f in _task_columns(run):
+        fields.setdefault(f.name, f)
     for name in RESULT_COLUMNS[1:]:
         fields.setdefault(name, pa.field(name, pa.string()))
     fields["failures"] = pa.field("failures", pa.int64())
@@ -70,8 +84,7 @@ def merge_run(run: RunDir, output: str | os.PathLike[str], caption_column: str =
         + [pa.field(n, f.type) for n, f in zip(out_names, result_fields)]
     )
     counts = ReduceCounts()
-    tmp = _tmp_path(output)
-    try:
+    with atomic_path(output) as tmp:
         with TableWriter(tmp, schema, like=output) as writer:
             for index in shards:
                 shard = load_shard(run, index)
@@ -81,15 +94,11 @@ def merge_run(run: RunDir, output: str | os.PathLike[str], caption_column: str =
                 joined = joined.rename_columns([rename.get(n, n) for n in joined.column_names])
                 writer.write(joined.select(schema.names).cast(schema))
                 counts.written += joined.num_rows
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return counts
 
 
 def remaining_run(run: RunDir, output: str | os.PathLike[str], max_attempts: int | None = None) -> ReduceCounts:
-    """Manifest rows with no `ok` result, every column intact, in manifest order.
+    """Manifest rows with no `ok` (or `skipped`) result, every column intact, in manifest order.
 
     With `max_attempts`, rows that already failed that many times are left out (and counted)."""
     manifest_format(output)
@@ -98,8 +107,7 @@ def remaining_run(run: RunDir, output: str | os.PathLike[str], max_attempts: int
     columns = config["manifest"]["columns"]
     shards = range(int(config["shards"]["count"]))
     counts = ReduceCounts()
-    tmp = _tmp_path(output)
-    try:
+    with atomic_path(output) as tmp:
         writer = None
         for index in shards:
             shard = load_shard(run, index)
@@ -107,7 +115,7 @@ def remaining_run(run: RunDir, output: str | os.PathLike[str], max_attempts: int
             joined = _attach(shard, key, best, [pa.field("status", pa.string()), pa.field("error", pa.string()), pa.field("failures", pa.int64())])
             _count(counts, joined)
             status = pc.fill_null(joined["status"], "")
-            todo = pc.not_equal(status, "ok")
+            todo = pc.invert(pc.is_in(status, value_set=pa.array(["ok", "skipped"])))  # skipped: nothing to do
             if max_attempts is not None:
                 exhausted = pc.and_(todo, pc.greater_equal(pc.fill_null(joined["failures"], 0), max_attempts))
                 counts.given_up += pc.sum(exhausted).as_py() or 0
@@ -119,23 +127,24 @@ def remaining_run(run: RunDir, output: str | os.PathLike[str], max_attempts: int
             counts.written += rows.num_rows
         assert writer is not None
         writer.close()
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return counts
 
 
 def _attach(shard: pa.Table, key: str, best: pa.Table, fields: list[pa.Field]) -> pa.Table:
-    """Left-join the winning results onto the shard rows, keeping the shard's (manifest) order."""
+    """Left-join the winning results onto the shard rows, keeping the shard's (manifest) order.
+
+    By position (index_in + take), not Acero's join, which refuses list columns (tags) as payload."""
     names = [f.name for f in fields]
     best = best.select(["key"] + [n for n in names if n in best.column_names])
-    joined = shard.join(best, keys=key, right_keys="key", join_type="left outer", use_threads=False)
-    joined = joined.sort_by(ROW_COLUMN)
+    shard_keys = shard[key] if shard.schema.field(key).type == best.schema.field("key").type \
+        else pc.cast(shard[key], best.schema.field("key").type)
+    positions = pc.index_in(shard_keys, value_set=best["key"])
+    picked = best.take(positions)
+    joined = shard
     for f in fields:
-        if f.name not in joined.column_names:
-            joined = joined.append_column(f.name, pa.nulls(joined.num_rows, type=f.type))
-    return joined
+        column = picked[f.name] if f.name in picked.column_names else pa.nulls(joined.num_rows, type=f.type)
+        joined = joined.append_column(f.name, column)
+    return joined.sort_by(ROW_COLUMN)
 
 
 def _count(counts: ReduceCounts, joined: pa.Table) -> None:
@@ -149,9 +158,3 @@ def _count(counts: ReduceCounts, joined: pa.Table) -> None:
         for reason in joined.filter(pa.array(status == "error"))["error"].to_pylist():
             short = (reason or "unknown").split(":")[0][:60]
             counts.failures_by_reason[short] = counts.failures_by_reason.get(short, 0) + 1
-
-
-def _tmp_path(output: str | os.PathLike[str]) -> str:
-    head, tail = os.path.split(os.path.abspath(output))
-    os.makedirs(head, exist_ok=True)
-    return os.path.join(head, f".{tail}.{os.getpid()}.tmp")
