@@ -342,3 +342,23 @@ def test_make_tiny_model_command(tmp_path: Path, capsys) -> None:  # noqa: ANN00
     assert main(["make-tiny-model", str(tmp_path / "m"), "--family", "pllava"]) == 0
     assert (tmp_path / "m" / "model.safetensors.index.json").is_file()
     assert "tiny pllava model" in capsys.readouterr().out
+
+
+def test_settings_and_start_checks_are_one_line_errors(tiny: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    """flash_attention_2 is checked at start (no CUDA here); bad flags and a folder that is not PLLaVA are
+    refused by `vidcap caption` before anything is frozen; the default alpha is 4."""
+    assert PllavaSettings().lora_alpha == 4.0
+    with pytest.raises(UserError, match="flash_attention_2 needs a CUDA GPU"):
+        engine(tiny, attn="flash_attention_2")
+    with pytest.raises(UserError, match="--frame-fit"):
+        PllavaSettings(model=str(tiny), frame_fit="stretch")
+    manifest = make_clips(tmp_path / "v", 1)
+    base = ["caption", str(manifest), "-o", str(tmp_path / "o.csv"), "--num-frames", "4"]
+    for extra, message in ((["--model", str(tiny), "--pooling-shape", "4-x-2"], "--pooling-shape must be three"),
+                           (["--model", str(tiny), "--lora-alpha", "-1"], "--lora-alpha must be 0 or more"),
+                           (["--model", str(tmp_path / "v"), "--engine", "pllava"], "no config.json"),
+                           (["--model", str(tiny), "--tp-backend", "transformers"], "--tp-backend deepspeed")):
+        assert main(base + extra) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (extra, err)
+    assert not (tmp_path / "o.run" / "config.json").exists()
