@@ -12,7 +12,6 @@ published (transformers 4.37) keys have: `pllava_checkpoint.RENAMED_PREFIXES`.
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from vidcap.engines.pllava_checkpoint import PllavaCheckpoint, describe_mismatch
 from vidcap.engines.pllava_model import PllavaModel
 from vidcap.errors import UserError
 
-log = logging.getLogger(__name__)
 
 
 def build_empty(checkpoint: PllavaCheckpoint, *, pooling_shape: tuple[int, int, int], lora_alpha: float,
