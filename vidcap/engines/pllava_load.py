@@ -22,7 +22,6 @@ from vidcap.engines.pllava_model import PllavaModel
 from vidcap.errors import UserError
 
 
-
 def build_empty(checkpoint: PllavaCheckpoint, *, pooling_shape: tuple[int, int, int], lora_alpha: float,
                 attn: str = "sdpa") -> PllavaModel:
     """The model with its parameters on the meta device (no memory, no random init); buffers are real."""
