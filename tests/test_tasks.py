@@ -77,7 +77,7 @@ def test_a_text_task_runs_through_the_worker_store_and_reducers(tmp_path, regist
 
     remaining_run(run, tmp_path / "left.csv")
     with open(tmp_path / "left.csv", newline="") as f:
-        assert [r["id"] for r in csv.DictReader(f)] == ["r3"]  # a skipped row has nothing to do
+        assert [r["id"] for r in csv.DictReader(f)] == ["r2", "r3"]  # no `ok` result: skipped rows too
 
 
 def test_the_spec_is_stored_per_section_and_read_back(tmp_path, registered) -> None:

@@ -122,23 +122,24 @@ def run_shard(
     closed here. The shard's lock is taken before anything else, so a duplicate task stops at once."""
     run = run if isinstance(run, RunDir) else RunDir.at(run)
     config = run.load_config()
-    spec = load_spec(run)
+    spec = load_spec(run)  # what this run does (vidcap.tasks.spec)
     task = spec.make_task()
     key = config["manifest"]["key"]
     own_stop = stop is None
     stop = stop or threading.Event()
-    with ResultWriter(run, index) as writer:  # the lock: a second task on this shard stops here (ShardBusy)
+    with ResultWriter(run, index) as writer:  # the store, and its lock first: a duplicate task stops here
         shard = load_shard(run, index)
         todo, done_before, given_up = rows_to_do(run, index, shard, key, spec.max_attempts)
-        stats = ShardStats(run, index, shard.num_rows, done_before, given_up, todo.num_rows)
+        stats = ShardStats(run, index, shard.num_rows, done_before, given_up, todo.num_rows)  # vidcap.stats
         if todo.num_rows == 0:
             final = stats.write(force=True, finished=True)
             run.mark_done(index, {"rows": shard.num_rows, "finished_at": time.time()})
             return ShardOutcome(index, True, final)
         keys = todo[key].cast(pa.string()).to_pylist()
+        # signals first: the reader processes and their resource tracker inherit how USR2 is handled
         with (stop_on_signals(stop) if own_stop else _nothing()), \
                 source_class(task.source)(spec.source, task, todo, keys, config["manifest"]["path"]) as source, \
-                _engine_for(spec, engine) as engine:
+                _engine_for(spec, engine) as engine:  # reading starts before the model loads
             stopped = _drain(source, engine, task, writer, stats, stop, spec.batch_size, index, progress)
             if not stopped:
                 writer.compact()

@@ -97,10 +97,13 @@ def merge_run(run: RunDir, output: str | os.PathLike[str], caption_column: str =
     return counts
 
 
-def remaining_run(run: RunDir, output: str | os.PathLike[str], max_attempts: int | None = None) -> ReduceCounts:
-    """Manifest rows with no `ok` (or `skipped`) result, every column intact, in manifest order.
+def remaining_run(run: RunDir, output: str | os.PathLike[str], max_attempts: int | None = None,
+                  done: tuple[str, ...] = ("ok",)) -> ReduceCounts:
+    """Manifest rows with no result of a `done` status (`ok`), every column intact, in manifest order.
 
-    With `max_attempts`, rows that already failed that many times are left out (and counted)."""
+    With `max_attempts`, rows that already failed that many times are left out (and counted). `vidcap
+    resume` also counts `skipped` rows as done, as its shard tasks do (a row with nothing to do, such as an
+    empty caption to draw tags from, is never sent again)."""
     manifest_format(output)
     config = run.load_config()
     key = config["manifest"]["key"]
@@ -115,7 +118,7 @@ def remaining_run(run: RunDir, output: str | os.PathLike[str], max_attempts: int
             joined = _attach(shard, key, best, [pa.field("status", pa.string()), pa.field("error", pa.string()), pa.field("failures", pa.int64())])
             _count(counts, joined)
             status = pc.fill_null(joined["status"], "")
-            todo = pc.invert(pc.is_in(status, value_set=pa.array(["ok", "skipped"])))  # skipped: nothing to do
+            todo = pc.invert(pc.is_in(status, value_set=pa.array(list(done), pa.string())))
             if max_attempts is not None:
                 exhausted = pc.and_(todo, pc.greater_equal(pc.fill_null(joined["failures"], 0), max_attempts))
                 counts.given_up += pc.sum(exhausted).as_py() or 0
