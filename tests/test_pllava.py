@@ -362,3 +362,34 @@ def test_settings_and_start_checks_are_one_line_errors(tiny: Path, tmp_path: Pat
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], (extra, err)
     assert not (tmp_path / "o.run" / "config.json").exists()
+
+
+def test_full_size_13b_layout_builds_without_memory() -> None:
+    """The 13B configuration (vicuna-13b text, CLIP ViT-L/14-336 vision, LoRA r=128 on q/v) builds on the
+    meta device with the published key names and shapes; 4-12-12 pooling gives 576 tokens per video."""
+    from vidcap.engines.pllava_checkpoint import PllavaCheckpoint, published_key
+    from vidcap.engines.pllava_load import build_empty
+
+    config = {
+        "model_type": "llava", "architectures": ["MagicForConditionalGeneration"], "image_token_index": 32000,
+        "pooling_shape": [16, 12, 12], "frame_shape": [24, 24], "num_frames": 16, "projector_hidden_act": "gelu",
+        "vision_feature_layer": -2, "vision_feature_select_strategy": "default",
+        "text_config": {"model_type": "llama", "hidden_size": 5120, "intermediate_size": 13824,
+                        "num_hidden_layers": 40, "num_attention_heads": 40, "vocab_size": 32064,
+                        "max_position_embeddings": 4096, "pad_token_id": 0},
+        "vision_config": {"model_type": "clip_vision_model", "hidden_size": 1024, "intermediate_size": 4096,
+                          "num_hidden_layers": 24, "num_attention_heads": 16, "image_size": 336, "patch_size": 14,
+                          "projection_dim": 768},
+    }
+    layout = PllavaCheckpoint(folder=Path("pllava-13b"), config=config, weight_map={},
+                              lora_targets=("q_proj", "v_proj"), lora_rank=128)
+    model = build_empty(layout, pooling_shape=(4, 12, 12), lora_alpha=4.0)
+    shapes = {published_key(k): tuple(v.shape) for k, v in model.state_dict().items()}
+    assert model.tokens_per_video == 576
+    assert shapes[LORA.format(39, "q_proj", "lora_A.default.weight")] == (128, 5120)
+    assert shapes[LORA.format(39, "v_proj", "lora_B.default.weight")] == (5120, 128)
+    assert shapes["multi_modal_projector.linear_1.weight"] == (5120, 1024)
+    assert shapes["vision_tower.vision_model.embeddings.position_embedding.weight"] == (577, 1024)
+    assert shapes["language_model.base_model.model.lm_head.weight"] == (32064, 5120)
+    scale = model.base_language_model().model.layers[0].self_attn.q_proj.scaling["default"]
+    assert scale == 4.0 / 128
