@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def add_caption_arguments(p: argparse.ArgumentParser, one_shot: bool) -> None:
     add_run_arguments(p, one_shot=one_shot)
-    add_engine_arguments(p, default="hf")
+    add_engine_arguments(p, default=None)  # chosen from --model's config when not given (caption_spec)
     g = p.add_argument_group("prompt")
     g.add_argument("--prompt", default=None, help="preset name (video, image, image-3ex, ...)")
     g.add_argument("--prompt-file", default=None, help="file holding the prompt text")
@@ -63,6 +63,9 @@ def caption_spec(args: argparse.Namespace, manifest: pa.Table):  # -> TaskSpec
     from vidcap.tasks.caption import CaptionSettings
     from vidcap.tasks.spec import TaskSpec
 
+    from vidcap.engines.pllava_cli import choose_engine
+
+    args.engine = choose_engine(args.engine, args.model)
     if args.path_column not in manifest.column_names:
         raise UserError(f"{args.manifest}: no {args.path_column!r} column: vidcap reads each video from the "
                         f"{args.path_column!r} column")

@@ -73,7 +73,9 @@ def add_media_arguments(p: argparse.ArgumentParser, num_frames: int = 3, resize:
 def add_engine_arguments(p: argparse.ArgumentParser, default: str = "hf") -> None:
     """Engine choice and every built-in engine's flags (each engine keeps only its own)."""
     g = p.add_argument_group("model")
-    g.add_argument("--engine", default=default, help="hf (Hugging Face model), openai (API), noop (no model)")
+    g.add_argument("--engine", default=default,
+                   help="hf (Hugging Face model), pllava, openai (API), noop (no model)"
+                        + ("; default: pllava for a PLLaVA checkpoint, else hf" if default is None else ""))
     g.add_argument("--model", default="", help="hub id or local folder (hf), model name (openai)")
     g.add_argument("--max-new-tokens", type=int, default=256)
     g.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="default: bf16 on CUDA, fp32 on CPU")
@@ -87,6 +89,10 @@ def add_engine_arguments(p: argparse.ArgumentParser, default: str = "hf") -> Non
     g.add_argument("--retry-repetition-penalty", type=float, metavar="P",
                    help="hf: generate a row's retries (e.g. captions flagged with --on-flag retry) with this "
                         "repetition penalty (e.g. 1.2); first attempts stay greedy")
+
+    from vidcap.engines.pllava_cli import add_pllava_arguments
+
+    add_pllava_arguments(p)
     g = p.add_argument_group("OpenAI-compatible API (--engine openai; key from OPENAI_API_KEY or --api-key-file)")
     g.add_argument("--api-base", help="base URL of an OpenAI-compatible server (default: OpenAI)")
     g.add_argument("--api-key-file", help="file holding the API key (never pass the key itself)")
@@ -114,6 +120,10 @@ def engine_settings_from_args(args: argparse.Namespace) -> Any:
                           device=args.device, tp_size=args.tp_size, tp_backend=args.tp_backend,
                           ds_kernel_inject=args.ds_kernel_inject,
                           retry_repetition_penalty=getattr(args, "retry_repetition_penalty", None))
+    if args.engine == "pllava":
+        from vidcap.engines.pllava_cli import pllava_settings_from_args
+
+        return pllava_settings_from_args(args)
     if args.engine == "openai":
         from vidcap.engines.openai_api import OpenAISettings
 

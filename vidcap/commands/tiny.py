@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from vidcap.errors import UserError
-from vidcap.fixtures.tiny_models import FAMILIES  # light: torch and transformers load only when a model is built
+from vidcap.fixtures.tiny_models import ALL_FAMILIES  # light: torch and transformers load only when a model is built
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "trained on the spot, offline. It loads like a hub checkpoint; its captions are noise.",
     )
     parser.add_argument("dir", help="folder to write the model to")
-    parser.add_argument("--family", choices=FAMILIES, default="llava", help="model family (default: llava)")
+    parser.add_argument("--family", choices=ALL_FAMILIES, default="llava", help="model family (default: llava)")
     parser.add_argument("--width", type=int, default=64,
                         help="language model hidden size, a multiple of 32 (default: 64; 128 for tensor-parallel "
                              "tests)")

@@ -24,6 +24,7 @@ ENGINES: dict[str, str] = {
     "openai": "vidcap.engines.openai_api:OpenAIEngine",
     "noop": "vidcap.engines.noop:NoopEngine",
     "motion": "vidcap.engines.motion:MotionEngine",
+    "pllava": "vidcap.engines.pllava:PllavaEngine",
 }
 
 

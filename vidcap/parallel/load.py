@@ -112,6 +112,10 @@ def load_rank_engine(config: Any, env: RankEnv, device: torch.device, groups: Gr
         raise UserError("no model given: pass a hub id or a local checkpoint folder")
     if config.tp_backend not in BACKENDS:
         raise UserError(f"unknown --tp-backend {config.tp_backend!r} (choose from {', '.join(BACKENDS)})")
+    if type(config).__name__ == "PllavaSettings":  # its own loader: strict keys, AutoTP over the language model
+        from vidcap.engines.pllava_tp import load_rank_engine as load_pllava_rank
+
+        return load_pllava_rank(config, env, device, groups)  # type: ignore[return-value]
     from vidcap.engines.hf_text import HFTextEngine, HFTextSettings
 
     text = isinstance(config, HFTextSettings)
@@ -145,18 +149,9 @@ def _load_deepspeed(config: HFSettings, env: RankEnv, device: torch.device, grou
         raise UserError("--tp-backend deepspeed needs DeepSpeed: pip install deepspeed (DS_BUILD_OPS=0 on a "
                         "machine without CUDA), or use --tp-backend transformers")
     import deepspeed
-    from deepspeed.utils import logger as ds_logger
 
-    ds_logger.setLevel(logging.WARNING)
+    init_deepspeed(env, device, groups)
     dtype = resolve_dtype(config.dtype, device)
-    segment = _shm_segment(env)
-    if device.type == "cpu":
-        _unlink(segment)  # a stale one of ours would be mapped by a peer as if it were new
-        dist.barrier(group=groups.control)
-    deepspeed.init_distributed(dist_backend=groups.backend, timeout=timedelta(seconds=3600))
-    if device.type == "cpu":
-        dist.barrier(group=groups.control)  # every peer has mapped every segment by now
-        _unlink(segment)
     # the whole checkpoint on the CPU, in the rank's dtype; init_inference shards it and moves the shard
     name = next(k for k, v in DTYPES.items() if v == dtype)
     model = _load_whole(dataclasses.replace(config, device="cpu", dtype=name))
@@ -210,6 +205,22 @@ def use_kernel_inject(model: Any, device: torch.device, policy: Any, leader: boo
             print(f"vidcap: --ds-kernel-inject: {reason}; using AutoTP", file=sys.stderr)
         return False
     return True
+
+
+def init_deepspeed(env: RankEnv, device: torch.device, groups: Groups) -> None:
+    """DeepSpeed's distributed state over the default group, its CPU all-reduce segment left nowhere."""
+    import deepspeed
+    from deepspeed.utils import logger as ds_logger
+
+    ds_logger.setLevel(logging.WARNING)
+    segment = _shm_segment(env)
+    if device.type == "cpu":
+        _unlink(segment)  # a stale one of ours would be mapped by a peer as if it were new
+        dist.barrier(group=groups.control)
+    deepspeed.init_distributed(dist_backend=groups.backend, timeout=timedelta(seconds=3600))
+    if device.type == "cpu":
+        dist.barrier(group=groups.control)  # every peer has mapped every segment by now
+        _unlink(segment)
 
 
 def language_only_policy(model: Any) -> dict[type, tuple[str, ...]] | None:

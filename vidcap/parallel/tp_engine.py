@@ -94,15 +94,17 @@ class Channel:
             payload = torch.empty(message["nbytes"], dtype=torch.uint8)
             dist.broadcast(payload, src=0, group=self.group)
             buffer, offset = payload.numpy(), 0
-            "samples": [(s.key, s.prompt, s.is_video, [f.shape for f in s.frames or []] if flat else
-                         list(s.frames or []), s.text, s.attempt) for s in samples],
+            for key, prompt, is_video, shapes, text, attempt in message["samples"]:
                 frames = []
                 for shape in shapes:
                     size = int(np.prod(shape))
                     frames.append(buffer[offset:offset + size].reshape(shape))
                     offset += size
-            "samples": [(s.key, s.prompt, s.is_video, [f.shape for f in s.frames or []] if flat else
-                         list(s.frames or []), s.text, s.attempt) for s in samples],
+                samples.append(Sample(key=key, frames=frames, prompt=prompt, is_video=is_video, text=text,
+                                      attempt=attempt))
+        else:
+            samples = [Sample(key=k, frames=f, prompt=p, is_video=v, text=t, attempt=a)
+                       for k, p, v, f, t, a in message["samples"]]
         message["samples"] = samples
         return message
 

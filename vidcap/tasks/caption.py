@@ -45,7 +45,7 @@ class CaptionTask(Task):
     source = FRAMES
     columns = pa.schema([("text", pa.string()), ("flags", pa.list_(pa.string()))])
     error_values = {"text": "", "flags": []}
-    engines = ("hf", "openai", "noop")
+    engines = ("hf", "pllava", "openai", "noop")
     Settings = CaptionSettings
 
     def __init__(self, settings: Any = None) -> None:
