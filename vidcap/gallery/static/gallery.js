@@ -15,6 +15,7 @@
   const state = { q: "", status: "", label: "", tag: "", page: 0, size: META.pageSize };
   let renderToken = 0;
   let renders = 0;
+  window.VG_LOADED = []; // chunk numbers in the order they were fetched (for tests and benchmarks)
 
   window.VG_CHUNK = function (number, rows) {
     const entry = waiting.get(number);
@@ -32,6 +33,7 @@
     const entry = {};
     entry.promise = new Promise((resolve, reject) => { entry.resolve = resolve; entry.reject = reject; });
     waiting.set(number, entry);
+    window.VG_LOADED.push(number);
     const script = document.createElement("script");
     script.src = "data/chunk-" + String(number).padStart(5, "0") + ".js";
     script.onerror = () => entry.reject(new Error("cannot load " + script.getAttribute("src") +
