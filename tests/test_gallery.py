@@ -15,8 +15,6 @@ import pytest
 from browser import chromium, console_errors, save_screenshot, wait_for  # noqa: F401  (fixture)
 from page_fixtures import BROKEN, CLIP_FRAMES, CLIPS, FRAMES, api_run, chunk_rows, meta  # noqa: F401
 from PIL import Image
-from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select
 
 from vidcap.cli import main
 from vidcap.frames import sample_indices
@@ -24,6 +22,13 @@ from vidcap.gallery.thumbs import thumb_name
 from vidcap.synth import frame_signature, make_video
 
 READY = "document.body.dataset.ready === '1'"
+
+
+def By_Select():  # noqa: N802 - selenium is imported only by tests that have a browser (the fixture skips first)
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    return By, Select
 
 
 def open_page(driver, folder: Path, hash_: str = "") -> None:  # noqa: ANN001
@@ -57,6 +62,7 @@ def merged(output: Path) -> list[dict[str, str]]:
 
 @pytest.mark.timeout(240)
 def test_gallery_of_a_run_pages_filters_and_shows_the_frames_the_model_saw(api_run, tmp_path, chromium, capsys):
+    By, Select = By_Select()
     out = tmp_path / "gallery"
     assert main(["gallery", str(api_run["run"]), "--out", str(out), "--chunk-rows", "4", "--page-size", "5",
                  "--thumb-height", "48", "--readers", "2", "--no-progress"]) == 0
@@ -131,6 +137,7 @@ def test_gallery_of_a_run_pages_filters_and_shows_the_frames_the_model_saw(api_r
 def test_gallery_pages_jump_straight_to_the_chunks_that_hold_a_page(tmp_path, chromium):
     """1,000 rows in 20 chunks of 50; errors are rare. Opening page 2 of the errors loads only the chunks
     that hold errors 49..96 (the per-chunk counts in meta.js say where they are), and shows exactly them."""
+    By, Select = By_Select()
     videos = tmp_path  # the output's paths are relative to its folder
     for seed in range(3):
         make_video(videos / f"clip_{seed}.mp4", seconds=0.5, fps=12, width=96, height=64, seed=seed)
@@ -167,6 +174,7 @@ def test_gallery_pages_jump_straight_to_the_chunks_that_hold_a_page(tmp_path, ch
 
 @pytest.mark.timeout(240)
 def test_gallery_of_an_output_file_shows_labels_and_tags_and_an_unreadable_video(tmp_path, chromium, capsys):
+    By, Select = By_Select()
     videos = tmp_path  # the output's paths are relative to its folder
     for seed in range(4):
         make_video(videos / f"clip_{seed}.mp4", seconds=1.0, fps=10, width=240, height=160, seed=seed)

@@ -89,7 +89,7 @@ def throughput(facts: RunFacts, out: Path) -> Chart | None:
                   linewidth=1.2, label=name)
     if len(names) > 1:
         left.step((np.concatenate([[start], at]) - start) / unit, np.arange(len(at) + 1), where="post",
-                  color="black", linewidth=2, label="all")
+                  color="black", linewidth=3, alpha=0.35, label="all")
     left.set_title("rows written so far", fontsize=9)
     left.set_xlabel(f"{unit_name} since the first row")
     left.legend(fontsize=7, ncol=2 if len(names) > 6 else 1, loc="upper left")
@@ -124,7 +124,7 @@ def _hbars(ax, items: list[tuple[str, int]], colour: str, limit: int = 60) -> No
     labels = [name if len(name) <= limit else name[: limit - 1] + "…" for name, _ in items]
     bars = ax.barh(range(len(items)), [n for _, n in items], color=colour, height=0.6)
     ax.set_ylim(-0.6, max(len(items), 4) - 0.4)
-    ax.set_yticks(range(len(items)), labels, fontsize=7)
+    ax.set_yticks(range(len(items)), labels, fontsize=8)
     ax.bar_label(bars, labels=[f"{n:,}" for _, n in items], padding=2, fontsize=7)
     ax.margins(x=0.15)
 
