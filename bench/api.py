@@ -30,7 +30,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from openai_server import FakeOpenAIServer  # noqa: E402
 from vidcap.engines.base import Sample  # noqa: E402
-from vidcap.engines.openai_api import OpenAIEngine  # noqa: E402
+from vidcap.engines.openai_api import OpenAIEngine, OpenAISettings  # noqa: E402
 
 KEY = "sk-bench"
 
@@ -54,7 +54,7 @@ def make_samples(n: int, frames: int, height: int, width: int) -> list[Sample]:
 
 def run(server: Connection, base_url: str, concurrency: int, samples: list[Sample], batch: int) -> dict:
     """Caption `samples` in batches; videos/s, engine CPU ms per video, most in flight at the server."""
-    engine = OpenAIEngine(model="gpt-4o", api_key=KEY, api_base=base_url, concurrency=concurrency)
+    engine = OpenAIEngine(OpenAISettings(model="gpt-4o", api_base=base_url, concurrency=concurrency), api_key=KEY)
     try:
         engine.caption(samples[:1])  # connect once, outside the timing
         server.send("reset")

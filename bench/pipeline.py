@@ -19,9 +19,11 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from vidcap.engines import EngineConfig, create_engine  # noqa: E402
 from vidcap.engines.base import Engine, Sample  # noqa: E402
-from vidcap.jobconfig import JobConfig, freeze_job  # noqa: E402
+from vidcap.engines.hf import HFEngine  # noqa: E402
+from vidcap.engines.hf_settings import HFSettings  # noqa: E402
+from vidcap.tasks.caption import CaptionSettings  # noqa: E402
+from vidcap.tasks.spec import SourceSettings, TaskSpec, freeze_spec  # noqa: E402
 from vidcap.manifest.split import split  # noqa: E402
 from vidcap.prefetch import Prefetcher  # noqa: E402
 from vidcap.run import RunDir  # noqa: E402
@@ -36,9 +38,9 @@ class SlowerEngine(Engine):
     def __init__(self, inner: Engine, latency_s: float) -> None:
         self.inner, self.latency_s = inner, latency_s
 
-    def caption(self, samples):  # noqa: ANN001
+    def run(self, samples):  # noqa: ANN001
         time.sleep(self.latency_s)
-        return self.inner.caption(samples)
+        return self.inner.run(samples)
 
 
 def main() -> None:
@@ -54,8 +56,9 @@ def main() -> None:
         names.append(f"v{i:03d}.mp4")
     (work / "m.csv").write_text("path\n" + "\n".join(names) + "\n")
     model = make_tiny_model(work / "tiny", family="llava")
-    config = EngineConfig(engine="hf", model=str(model), prompt="Describe the video.", max_new_tokens=16)
-    inner = create_engine(config)
+    config = HFSettings(model=str(model), max_new_tokens=16)
+    prompt = "Describe the video."
+    inner = HFEngine.loaded(config)
     paths = [str(work / n) for n in names]
 
     started = time.perf_counter()
@@ -63,10 +66,10 @@ def main() -> None:
         items = list(reader)
     reading = time.perf_counter() - started
     batches = [items[i: i + args.batch_size] for i in range(0, len(items), args.batch_size)]
-    samples = [[Sample(it.path, it.frames.frames, config.prompt) for it in b] for b in batches]
+    samples = [[Sample(it.path, it.frames.frames, prompt) for it in b] for b in batches]
     started = time.perf_counter()
     for batch in samples:
-        inner.caption(batch)
+        inner.run(batch)
     bare_model = time.perf_counter() - started
     # add latency so the model takes as long as reading: the case where overlap matters most
     latency = max(0.0, (reading - bare_model) / len(batches))
@@ -77,8 +80,9 @@ def main() -> None:
     for readers in (0, 1):
         run = RunDir.at(work / f"run-{readers}")
         split(work / "m.csv", run, shards=1)
-        freeze_job(run, JobConfig(engine=config, num_frames=3, resize=336, batch_size=args.batch_size,
-                                  readers=readers, ahead=4 * args.batch_size))
+        freeze_spec(run, TaskSpec(task="caption", settings=CaptionSettings(prompt=prompt, num_frames=3, resize=336),
+                                  engine="hf", engine_settings=config, batch_size=args.batch_size,
+                                  source=SourceSettings(readers=readers, ahead=4 * args.batch_size)))
         started = time.perf_counter()
         outcome = run_shard(run, 0, engine=engine, progress=False)
         walls[readers] = time.perf_counter() - started

@@ -37,7 +37,7 @@ CACHE = REPO / ".cache" / "bench"
 
 import numpy as np  # noqa: E402
 
-from vidcap.engines import EngineConfig  # noqa: E402
+from vidcap.engines.hf_settings import HFSettings  # noqa: E402
 from vidcap.engines.base import Sample  # noqa: E402
 
 WARMUP = 2
@@ -74,7 +74,7 @@ def tp1(model: str, max_new: int, batches: int) -> float:
     from vidcap.engines.hf import HFEngine
 
     torch.set_num_threads(1)
-    engine = HFEngine.from_config(EngineConfig(model=model, max_new_tokens=max_new, device="cpu"))
+    engine = HFEngine.loaded(HFSettings(model=model, max_new_tokens=max_new, device="cpu"))
     return timed(engine.caption, batches)
 
 
@@ -109,7 +109,7 @@ def rank_main(model: str, max_new: int, batches: int, backend: str, out: str) ->
     set_rank_label(env.rank, env.world_size)
     bounds = Bounds.from_env()
     watchdog = Watchdog(env.rank, env.world_size, bounds).start()
-    config = EngineConfig(model=model, max_new_tokens=max_new, device="cpu", tp_size=2, tp_backend=backend)
+    config = HFSettings(model=model, max_new_tokens=max_new, device="cpu", tp_size=2, tp_backend=backend)
     device = rank_device(config, env)
     groups = init_groups(env, device, bounds)
     local = load_rank_engine(config, env, device, groups)

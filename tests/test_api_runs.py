@@ -22,7 +22,7 @@ from slurm_fixtures import slurm_cluster, slurm_job_env  # noqa: F401  (fixtures
 from worker_helpers import make_clips
 
 from vidcap.cli import main
-from vidcap.jobconfig import load_job
+from vidcap.tasks.spec import load_spec as load_job
 from vidcap.results import read_results
 from vidcap.run import RunDir
 from vidcap.scheduler.preflight import check_before_submit
@@ -184,7 +184,7 @@ def test_before_a_slurm_submit_the_key_is_checked_and_its_route_advised(
 def dataclass_with(job: Any, **engine: Any) -> Any:
     import dataclasses
 
-    return dataclasses.replace(job, engine=dataclasses.replace(job.engine, **engine))
+    return dataclasses.replace(job, engine_settings=dataclasses.replace(job.engine_settings, **engine))
 
 
 # ---------------------------------------------------------------------------------------- a Slurm array

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidcap.engines import EngineConfig
+from vidcap.engines.hf_settings import HFSettings
 from vidcap.engines.base import Caption, Engine, Sample
 from vidcap.engines.batching import caption_batch, is_out_of_memory
 from vidcap.engines.hf import HFEngine
@@ -30,7 +30,7 @@ class OomAbove(Engine):
         self.limit, self.always, self.error = limit, always, error
         self.calls: list[int] = []
 
-    def caption(self, samples: Sequence[Sample]) -> list[Caption]:
+    def run(self, samples: Sequence[Sample]) -> list[Caption]:
         self.calls.append(len(samples))
         if len(samples) > self.limit or self.always & {s.key for s in samples}:
             raise self.error("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -83,7 +83,7 @@ def test_oom_recognition() -> None:
 
 def test_real_engine_halves_on_injected_oom(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Generate raises OOM above two samples; the halves are captioned as if they had been the batches."""
-    engine = HFEngine.from_config(EngineConfig(model=str(make_tiny_model(tmp_path / "m")), max_new_tokens=8))
+    engine = HFEngine.loaded(HFSettings(model=str(make_tiny_model(tmp_path / "m")), max_new_tokens=8))
     rng = np.random.default_rng(0)
     batch = [Sample(f"k{i}", [rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)] * 2, "Describe the video.")
              for i in range(5)]

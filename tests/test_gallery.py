@@ -236,7 +236,7 @@ def test_where_and_sample_choose_rows_and_bad_options_are_one_line_errors(api_ru
                      "--where", "status!=error", "--no-progress"]) == 0
         picks.append([r["k"] for r in chunk_rows(folder)])
         assert all(r["s"] == "ok" for r in chunk_rows(folder))
-        assert "the run's config" in meta(folder)["plan"]  # captions.csv: its run found beside it
+        assert "the run's caption task" in meta(folder)["plan"]  # captions.csv: its run found beside it
     assert len(picks[0]) == 4 and picks[0] == picks[1] and picks[0] != picks[2]
     assert picks[0] == sorted(picks[0])  # source order kept
 

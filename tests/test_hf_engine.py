@@ -7,6 +7,8 @@ reference run is below TIE_GAP (fifty times that noise), and fail anywhere else.
 
 from __future__ import annotations
 
+import dataclasses
+
 import copy
 import json
 import os
@@ -20,7 +22,8 @@ import torch
 from transformers import CLIPImageProcessorPil, Qwen2VLImageProcessorPil
 from transformers.utils import is_torchvision_available
 
-from vidcap.engines import EngineConfig, create_engine
+from vidcap.engines import create_engine
+from vidcap.engines.hf_settings import HFSettings
 from vidcap.engines.base import Sample
 from vidcap.engines.hf import REFERENCE_FRAME_HW, HFEngine
 from vidcap.engines.hf_inputs import build_inputs, render_prompt, takes_video
@@ -45,7 +48,7 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def engines(model_dirs: dict[str, str]) -> dict[str, HFEngine]:
-    return {family: HFEngine.from_config(EngineConfig(model=path, max_new_tokens=MAX_NEW))
+    return {family: HFEngine.loaded(HFSettings(model=path, max_new_tokens=MAX_NEW))
             for family, path in model_dirs.items()}
 
 
@@ -151,11 +154,11 @@ def test_check_prompt_is_exact_at_the_context_limit(engines: dict[str, HFEngine]
     prompt = PRESETS["video"].text
     frame = np.zeros((*REFERENCE_FRAME_HW, 3), dtype=np.uint8)
     used = build_inputs(engine.processor, [Sample("x", [frame] * 3, prompt)])["input_ids"].shape[1]
-    fits = EngineConfig(model=model_dirs[family], max_new_tokens=engine.context - used)
-    HFEngine(engine.model, engine.processor, fits).check_prompt(prompt, 3, True)
-    fits.max_new_tokens += 1
+    fits = HFSettings(model=model_dirs[family], max_new_tokens=engine.context - used)
+    HFEngine(fits).attach(engine.model, engine.processor).check_prompt(prompt, 3, True)
+    fits = dataclasses.replace(fits, max_new_tokens=fits.max_new_tokens + 1)
     with pytest.raises(UserError, match="context"):
-        HFEngine(engine.model, engine.processor, fits).check_prompt(prompt, 3, True)
+        HFEngine(fits).attach(engine.model, engine.processor).check_prompt(prompt, 3, True)
 
 
 def test_too_long_prompt_is_refused_with_the_token_budget(engines: dict[str, HFEngine]) -> None:
@@ -180,8 +183,9 @@ def test_overflowing_sample_becomes_an_error_and_the_rest_is_captioned(engines: 
 
 
 def test_engine_is_created_by_name_and_reports_stats(model_dirs: dict[str, str]) -> None:
-    engine = create_engine(EngineConfig(engine="hf", model=model_dirs["llava"], max_new_tokens=4))
+    engine = create_engine("hf", HFSettings(model=model_dirs["llava"], max_new_tokens=4))
     assert isinstance(engine, HFEngine)
+    engine.open()
     stats = engine.stats()
     assert stats["device"] == "cpu" and stats["dtype"] == "float32" and stats["random_weights"] is True
     assert stats["context"] == 4096
@@ -190,7 +194,7 @@ def test_engine_is_created_by_name_and_reports_stats(model_dirs: dict[str, str])
 
 def test_bf16_runs_on_cpu(model_dirs: dict[str, str]) -> None:
     """Pixel values follow the model's dtype, so a half-precision model gets half-precision frames."""
-    engine = HFEngine.from_config(EngineConfig(model=model_dirs["llava-next"], dtype="bf16", max_new_tokens=4))
+    engine = HFEngine.loaded(HFSettings(model=model_dirs["llava-next"], dtype="bf16", max_new_tokens=4))
     assert engine.dtype == torch.bfloat16
     caption = engine.caption(mixed_batch()[:1])[0]
     assert caption.ok and caption.generated_tokens >= 1
@@ -217,7 +221,7 @@ def test_gpu_dtype_default(monkeypatch: pytest.MonkeyPatch, bf16: bool) -> None:
 
 def test_missing_model_is_a_user_error(tmp_path) -> None:
     with pytest.raises(UserError):
-        HFEngine.from_config(EngineConfig(model=str(tmp_path / "nothing-here")))
+        HFEngine.loaded(HFSettings(model=str(tmp_path / "nothing-here")))
 
 
 def test_text_only_checkpoint_is_refused(tmp_path, model_dirs: dict[str, str]) -> None:
@@ -228,7 +232,7 @@ def test_text_only_checkpoint_is_refused(tmp_path, model_dirs: dict[str, str]) -
                                  vocab_size=len(tokenizer))).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     with pytest.raises(UserError, match="image"):
-        HFEngine.from_config(EngineConfig(model=str(tmp_path)))
+        HFEngine.loaded(HFSettings(model=str(tmp_path)))
 
 
 @pytest.mark.skipif(is_torchvision_available(), reason="the guard is for machines without torchvision")
@@ -250,7 +254,7 @@ def test_hub_style_qwen_checkpoint_with_only_preprocessor_config(tmp_path, model
                  processor_class="Qwen2VLProcessor")
     (folder / "preprocessor_config.json").write_text(json.dumps(image))
     (folder / "processor_config.json").unlink()
-    engine = HFEngine.from_config(EngineConfig(model=str(folder), max_new_tokens=4))
+    engine = HFEngine.loaded(HFSettings(model=str(folder), max_new_tokens=4))
     if not is_torchvision_available():
         assert engine.processor.video_processor.frame_processor.size.longest_edge == size["longest_edge"]
     assert all(c.ok for c in engine.caption(mixed_batch()))

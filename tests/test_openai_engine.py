@@ -9,6 +9,8 @@ there. Faults are chosen by markers in a sample's prompt: "[once:500]" on its fi
 
 from __future__ import annotations
 
+import dataclasses
+
 import email.utils
 import json
 import logging
@@ -20,15 +22,20 @@ import numpy as np
 import pytest
 
 from openai_server import PROMPT_TOKENS_PER_IMAGE, FakeOpenAIServer, RequestInfo
-from vidcap.engines import EngineConfig, create_engine
+from vidcap.engines import create_engine
 from vidcap.engines.api_key import resolve_api_key
 from vidcap.engines.api_pricing import load_prices, price_for
 from vidcap.engines.api_retry import RetryPolicy, parse_retry_after
 from vidcap.engines.base import Caption, Sample
-from vidcap.engines.openai_api import ApiSetupError, OpenAIEngine
+from vidcap.engines.openai_api import ApiSetupError, OpenAIEngine, OpenAISettings
 from vidcap.errors import UserError
 
 pytestmark = pytest.mark.timeout(60)
+
+
+def direct(*, api_key: str, retry: RetryPolicy | None = None, **settings) -> OpenAIEngine:
+    """An engine with a key given in the code (the run's engine reads it from the environment or a file)."""
+    return OpenAIEngine(OpenAISettings(**settings), api_key=api_key, retry=retry)
 
 KEY = "sk-test-9f3c2a7e41d8b6"
 FAST_RETRY = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.05)
@@ -73,7 +80,7 @@ def make_engine():
     def make(server: FakeOpenAIServer, **settings) -> OpenAIEngine:
         options = dict(model="gpt-4o", api_key=KEY, api_base=server.base_url, concurrency=4,
                        request_timeout_s=5.0, retry=FAST_RETRY, jpeg_max_side=MAX_SIDE)
-        engines.append(OpenAIEngine(**{**options, **settings}))
+        engines.append(direct(**{**options, **settings}))
         return engines[-1]
 
     yield make
@@ -262,10 +269,10 @@ def test_requests_per_minute_cap_spaces_the_starts(make_engine):
 def test_wrong_key_stops_at_engine_start_with_one_clear_error(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     with FakeOpenAIServer(api_key="sk-the-right-one") as server:
-        config = EngineConfig(engine="openai", model="gpt-4o", api_base=server.base_url)
+        config = OpenAISettings(model="gpt-4o", api_base=server.base_url)
         began = time.monotonic()
         with pytest.raises(ApiSetupError) as caught:
-            create_engine(config)
+            create_engine("openai", config).open()
     assert time.monotonic() - began < 2.0
     assert isinstance(caught.value, UserError)
     assert "API key was refused" in str(caught.value) and "OPENAI_API_KEY" in str(caught.value)
@@ -308,7 +315,7 @@ def test_unreachable_server_fails_at_start():
     with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    engine = OpenAIEngine(model="gpt-4o", api_key=KEY, api_base=f"http://127.0.0.1:{port}/v1", retry=FAST_RETRY)
+    engine = direct(model="gpt-4o", api_key=KEY, api_base=f"http://127.0.0.1:{port}/v1", retry=FAST_RETRY)
     try:
         with pytest.raises(ApiSetupError, match="cannot reach the API .* after 4 attempts"):
             engine.check_access()
@@ -342,9 +349,10 @@ def test_key_never_reaches_disk_or_logs(tmp_path, monkeypatch, caplog):
     (secrets / "key").write_text(KEY + "\n")
     caplog.set_level(logging.DEBUG)  # the client's and the HTTP library's debug logs too
     with FakeOpenAIServer(api_key=KEY, faults=marker_faults) as server:
-        config = EngineConfig(engine="openai", model="gpt-4o", api_base=server.base_url,
-                              api_key_file=str(secrets / "key"), max_request_attempts=2, jpeg_max_side=MAX_SIDE)
-        engine = create_engine(config)
+        config = OpenAISettings(model="gpt-4o", api_base=server.base_url,
+                                api_key_file=str(secrets / "key"), max_request_attempts=2, jpeg_max_side=MAX_SIDE)
+        engine = create_engine("openai", config)
+        engine.open()
         try:
             samples = make_samples(6, {4: f"{PROMPT} [always:bad_request]"})
             captions = engine.caption(samples)
@@ -353,7 +361,7 @@ def test_key_never_reaches_disk_or_logs(tmp_path, monkeypatch, caplog):
             engine.close()
     assert captions[4].error.startswith("HTTP 400") and "[redacted]" in captions[4].error
     assert sum(c.ok for c in captions) == 5
-    (run / "config.json").write_text(json.dumps(config.to_dict()))
+    (run / "config.json").write_text(json.dumps(dataclasses.asdict(config)))
     (run / "rows.jsonl").write_text("".join(json.dumps({"key": s.key, "text": c.text, "error": c.error,
                                                         "extra": c.extra}) + "\n"
                                             for s, c in zip(samples, captions)))
@@ -393,13 +401,13 @@ def test_unknown_price_gives_unknown_cost(make_engine):
 
 def test_bad_settings_are_one_user_error():
     with pytest.raises(UserError, match="--concurrency must be >= 1.*--image-detail must be one of"):
-        OpenAIEngine(model="gpt-4o", api_key=KEY, concurrency=0, image_detail="medium")
+        direct(model="gpt-4o", api_key=KEY, concurrency=0, image_detail="medium")
     with pytest.raises(UserError, match="--model is required"):
-        OpenAIEngine(model="", api_key=KEY)
+        direct(model="", api_key=KEY)
 
 
 def test_credentials_in_the_api_base_are_kept_out_of_stats():
-    engine = OpenAIEngine(model="gpt-4o", api_key=KEY, api_base="http://user:hunter2@127.0.0.1:9/v1")
+    engine = direct(model="gpt-4o", api_key=KEY, api_base="http://user:hunter2@127.0.0.1:9/v1")
     try:
         assert "hunter2" not in json.dumps(engine.stats()) and engine.api_base == "http://127.0.0.1:9/v1/"
     finally:

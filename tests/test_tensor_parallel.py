@@ -32,9 +32,10 @@ import torch  # noqa: E402
 
 from tp_ranks import MAX_NEW, fixed_batch, greedy  # noqa: E402
 from vidcap.cli import main  # noqa: E402
-from vidcap.engines import EngineConfig  # noqa: E402
+from vidcap.engines.hf_settings import HFSettings  # noqa: E402
 from vidcap.engines.hf import HFEngine  # noqa: E402
-from vidcap.jobconfig import JobConfig, freeze_job  # noqa: E402
+from vidcap.tasks.caption import CaptionSettings  # noqa: E402
+from vidcap.tasks.spec import TaskSpec, freeze_spec  # noqa: E402
 from vidcap.manifest.split import split  # noqa: E402
 from vidcap.parallel.launch import start_ranks, supervise  # noqa: E402
 from vidcap.results import read_results  # noqa: E402
@@ -106,7 +107,7 @@ def test_tp2_gives_the_captions_of_tp1(tiny: dict[str, str], tmp_path: Path, ran
         assert got["shapes"]["language_q"][0] == WIDTH // 2, f"{family}: not sharded: {got['shapes']}"
         if family == "qwen2-vl" and backend == "deepspeed":  # fused qkv of the 64-wide tower, whole
             assert got["shapes"]["vision_attn"] == [3 * WIDTH // 2, WIDTH // 2], got["shapes"]
-        ref = HFEngine.from_config(EngineConfig(model=path, max_new_tokens=MAX_NEW, device="cpu"))
+        ref = HFEngine.loaded(HFSettings(model=path, max_new_tokens=MAX_NEW, device="cpu"))
         ref_tokens, ref_logits = greedy(ref, fixed_batch())
         assert got["logits"].shape == ref_logits.shape
         for i in range(len(ref_tokens)):
@@ -144,11 +145,11 @@ def test_deepspeed_policy_keeps_qwen2_vl_vision_whole(tiny: dict[str, str]) -> N
     from vidcap.engines.hf_load import load_model
     from vidcap.parallel.load import language_only_policy
 
-    qwen = load_model(EngineConfig(model=tiny["qwen2-vl"], device="cpu"))
+    qwen = load_model(HFSettings(model=tiny["qwen2-vl"], device="cpu"))
     policy = language_only_policy(qwen)
     assert policy is not None and [c.__name__ for c in policy] == ["Qwen2VLDecoderLayer"]
     assert list(policy.values()) == [("self_attn.o_proj", "mlp.down_proj")]
-    assert language_only_policy(load_model(EngineConfig(model=tiny["llava"], device="cpu"))) is None
+    assert language_only_policy(load_model(HFSettings(model=tiny["llava"], device="cpu"))) is None
 
 
 @pytest.mark.timeout(120)
@@ -172,9 +173,9 @@ def test_ranks_agree_on_out_of_memory_errors_and_disagreement(tmp_path: Path, ra
 def new_run(folder: Path, manifest: Path, model: str, tp: int, max_new: int, backend: str = "deepspeed") -> RunDir:
     run = RunDir.at(folder)
     split(manifest, run, shards=1)
-    engine = EngineConfig(engine="hf", model=model, prompt="Describe this video.", max_new_tokens=max_new,
-                          tp_size=tp, tp_backend=backend, device="cpu")
-    freeze_job(run, JobConfig(engine=engine, num_frames=2, resize=None, batch_size=2))
+    engine = HFSettings(model=model, max_new_tokens=max_new, tp_size=tp, tp_backend=backend, device="cpu")
+    caption = CaptionSettings(prompt="Describe this video.", num_frames=2, resize=None)
+    freeze_spec(run, TaskSpec(task="caption", settings=caption, engine="hf", engine_settings=engine, batch_size=2))
     return run
 
 

@@ -12,8 +12,9 @@ import pytest
 
 from vidcap.cli import main
 from vidcap.errors import UserError
-from vidcap.jobconfig import JobConfig, freeze_job
-from vidcap.engines import EngineConfig
+from vidcap.engines.noop import NoopSettings
+from vidcap.tasks.caption import CaptionSettings
+from vidcap.tasks.spec import TaskSpec, freeze_spec
 from vidcap.manifest.split import split
 from vidcap.results import read_results
 from vidcap.run import RunDir
@@ -24,8 +25,9 @@ from worker_helpers import SignatureEngine, make_clips
 def new_run(tmp_path, manifest, shards=1, **job):
     run = RunDir.at(tmp_path / "run")
     split(manifest, run, shards=shards)
-    engine = job.pop("engine", EngineConfig(engine="noop"))
-    freeze_job(run, JobConfig(engine=engine, num_frames=2, resize=None, **job))
+    engine = job.pop("engine", NoopSettings())
+    freeze_spec(run, TaskSpec(task="caption", settings=CaptionSettings(num_frames=2, resize=None), engine="noop",
+                              engine_settings=engine, **job))
     return run
 
 
@@ -90,7 +92,7 @@ def wait_for_rows(run: RunDir, at_least: int, timeout: float = 60) -> int:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_signal_mid_shard_then_rerun_finishes_every_key_once(tmp_path, sig):
     manifest = make_clips(tmp_path / "v", 16)
-    run = new_run(tmp_path, manifest, batch_size=2, engine=EngineConfig(engine="noop", noop_latency_s=0.4))
+    run = new_run(tmp_path, manifest, batch_size=2, engine=NoopSettings(latency_s=0.4))
     before = shm_segments()
     worker = start_worker(run)
     wait_for_rows(run, 2)

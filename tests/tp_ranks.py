@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import torch
 
-from vidcap.engines import EngineConfig
+from vidcap.engines.hf_settings import HFSettings
 from vidcap.engines.base import Engine, Sample
 from vidcap.engines.hf_inputs import build_inputs
 
@@ -72,7 +72,7 @@ def main(argv: list[str]) -> None:
     groups = None
     for pair in pairs:
         family, path = pair.split("=", 1)
-        config = EngineConfig(model=path, max_new_tokens=MAX_NEW, tp_size=env.world_size, tp_backend=backend,
+        config = HFSettings(model=path, max_new_tokens=MAX_NEW, tp_size=env.world_size, tp_backend=backend,
                               device="cpu")
         device = rank_device(config, env)
         groups = groups or init_groups(env, device, Bounds.from_env())
@@ -92,7 +92,7 @@ class ScriptedEngine(Engine):
         self.rank = rank
         self.seen: list[int] = []
 
-    def caption(self, samples):  # noqa: ANN001, ANN201
+    def run(self, samples):  # noqa: ANN001, ANN201
         from vidcap.engines.base import Caption
 
         self.seen.append(len(samples))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from vidcap.engines.base import Caption, Engine, Sample
+from vidcap.engines.base import Engine, Result, Sample
 from vidcap.synth import frame_signature, make_broken, make_video
 
 
@@ -38,6 +38,6 @@ class SignatureEngine(Engine):
     def __init__(self) -> None:
         self.batches: list[int] = []
 
-    def caption(self, samples):  # noqa: ANN001
+    def run(self, samples):  # noqa: ANN001
         self.batches.append(len(samples))
-        return [Caption(text=f"seed {frame_signature(s.frames[0])[0]}", generated_tokens=2) for s in samples]
+        return [Result(text=f"seed {frame_signature(s.frames[0])[0]}", generated_tokens=2) for s in samples]

@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"vidcap.commands.{info.name}")
-        module.register(sub)
+        if hasattr(module, "register"):  # others are shared helpers (runflow)
+            module.register(sub)
     return parser
 
 

@@ -40,11 +40,11 @@ HEADER = struct.Struct("<4sIQ")  # magic, crc32 of payload, payload length
 STATUS_OK, STATUS_ERROR, STATUS_SKIPPED = "ok", "error", "skipped"
 STATUSES = (STATUS_OK, STATUS_ERROR, STATUS_SKIPPED)
 
-#: the columns every result row has; engines may add more (e.g. `cost_usd`)
+#: the store's own columns, the same for every task; a task's columns come right after `key`, then these,
+#: then per-row engine figures (e.g. `cost_usd`)
 RESULT_SCHEMA = pa.schema(
     [
         ("key", pa.string()),
-        ("text", pa.string()),
         ("status", pa.string()),
         ("error", pa.string()),
         ("seconds", pa.float64()),
@@ -55,37 +55,37 @@ RESULT_SCHEMA = pa.schema(
 RESULT_COLUMNS = RESULT_SCHEMA.names
 #: unix time at which the store committed a row's batch (added by `ResultWriter.append`)
 WRITTEN_AT = "written_at"
+_DEFAULTS = {"error": "", "seconds": 0.0, "prompt_tokens": 0, "generated_tokens": 0}
 
 
 class ShardBusy(UserError):
     """Another live process is writing this shard's results."""
 
 
-def result_rows(rows: Iterable[dict[str, Any]]) -> pa.Table:
-    """Build a batch from dicts: the standard columns in order, extra columns after them."""
+def result_rows(rows: Iterable[dict[str, Any]], columns: pa.Schema | None = None) -> pa.Table:
+    """Build a batch from dicts: `key`, the task's `columns` (typed by that schema), the store's columns, then
+    any other column, its type inferred. A task column missing from a row is null."""
     rows = list(rows)
-    columns: dict[str, list[Any]] = {name: [] for name in RESULT_COLUMNS}
+    task_fields = [f for f in (columns or pa.schema([])) if f.name not in RESULT_COLUMNS]
+    typed = {f.name: f for f in RESULT_SCHEMA} | {f.name: f for f in task_fields}
+    order = ["key"] + [f.name for f in task_fields] + RESULT_COLUMNS[1:]
+    values: dict[str, list[Any]] = {name: [] for name in order}
     for row in rows:
         for name in row:
-            columns.setdefault(name, [])
+            values.setdefault(name, [])
     for row in rows:
         if row.get("status") not in STATUSES:
             raise ValueError(f"result status must be one of {STATUSES}, got {row.get('status')!r}")
-        for name, values in columns.items():
-            values.append(row.get(name))
-    fields = [RESULT_SCHEMA.field(n) for n in RESULT_COLUMNS]
-    arrays = [pa.array(columns[n], type=RESULT_SCHEMA.field(n).type) for n in RESULT_COLUMNS]
-    for name, values in columns.items():
-        if name not in RESULT_SCHEMA.names:
-            arr = pa.array(values)
-            fields.append(pa.field(name, arr.type))
-            arrays.append(arr)
-    table = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
-    defaults = {"text": "", "error": "", "seconds": 0.0, "prompt_tokens": 0, "generated_tokens": 0}
-    for name, value in defaults.items():
-        i = table.column_names.index(name)
-        table = table.set_column(i, name, table[name].fill_null(value))
-    return table
+        for name, column in values.items():
+            column.append(row.get(name))
+    fields, arrays = [], []
+    for name, column in values.items():
+        arr = pa.array(column, type=typed[name].type) if name in typed else pa.array(column)
+        if name in _DEFAULTS:
+            arr = arr.fill_null(_DEFAULTS[name])
+        fields.append(pa.field(name, arr.type))
+        arrays.append(arr)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
 class _Files:

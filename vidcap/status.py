@@ -126,8 +126,9 @@ def overall_rate(run: RunDir, shards: int) -> float:
 
 def format_status(run: RunDir, report: list[ShardState], show_all: bool = False) -> str:
     config = run.load_config()
-    job = config.get("job", {})
-    engine = job.get("engine", {})
+    from vidcap.tasks.spec import describe_run
+
+    engine = config.get("engine", {}).get("settings", {}) | {"engine": config.get("engine", {}).get("name")}
     counts: dict[str, int] = {}
     for s in report:
         counts[s.state] = counts.get(s.state, 0) + 1
@@ -142,8 +143,7 @@ def format_status(run: RunDir, report: list[ShardState], show_all: bool = False)
     lines = [
         f"run       {run.root}",
         f"manifest  {config['manifest']['path']} ({rows} rows, {len(report)} shards)",
-        f"model     {engine.get('engine', '?')}:{engine.get('model', '')}  prompt {engine.get('prompt_name', '')}"
-        f"  frames {job.get('num_frames', '?')}  batch {job.get('batch_size', '?')}  tp {engine.get('tp_size', 1)}",
+        f"task      {describe_run(config)}",
         "",
         "shards    " + "  ".join(f"{name} {counts.get(name, 0)}" for name in
                                  ("done", "running", "pending", "failed", "stopped", "not submitted", "unknown")

@@ -1,9 +1,12 @@
-"""Run one shard: frames read ahead in another process, captions in batches, every batch made durable.
+"""Run one shard of any task: the source's samples, the engine's answers, the task's columns, durably.
 
-The loop checks its stop event between batches: on SIGTERM (or a scheduler's stop) it finishes the batch
-in flight, writes it, and returns without the completion marker, so a rerun continues where it stopped.
-A row that cannot be read becomes an `error` row with the reader's reason, in its own place: captions are
-matched to rows by position inside each batch, never shifted by a failure beside them.
+    lock the shard -> rows still to do -> Source.batches -> Engine.run (OOM halving) -> Task.values -> store
+
+The worker is blind to what the task computes: it only moves samples and rows. Its loop checks the stop
+event between batches: on SIGTERM (or a scheduler's stop) it finishes the batch in flight, writes it, and
+returns without the completion marker, so a rerun continues where it stopped. A row that cannot be read
+becomes an `error` row with the source's reason, in its own place: answers are matched to rows by position
+inside each batch, never shifted by a failure beside them.
 """
 
 from __future__ import annotations
@@ -16,22 +19,22 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
 
-from vidcap.engines import Engine, Sample, create_engine
-from vidcap.engines.batching import caption_batch
-from vidcap.jobconfig import JobConfig, check_engine, load_job
+from vidcap.engines.base import Engine, Result, Sample
+from vidcap.engines.batching import run_batch
 from vidcap.manifest.resolve import best_per_key
 from vidcap.manifest.split import load_shard
-from vidcap.prefetch import Item, Prefetcher
-from vidcap.results import STATUS_ERROR, STATUS_OK, ResultWriter, read_results, result_rows
+from vidcap.results import RESULT_COLUMNS, STATUS_ERROR, STATUS_OK, ResultWriter, read_results, result_rows
 from vidcap.run import RunDir
 from vidcap.signals import signal_sets_event
+from vidcap.sources import source_class
+from vidcap.tasks.base import AnswerError, Task
+from vidcap.tasks.spec import TaskSpec, load_spec
 
 STATS_EVERY_S = 10.0
 
@@ -43,14 +46,8 @@ class ShardOutcome:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def resolve_paths(values: list[str], job: JobConfig, manifest_path: str) -> list[str]:
-    """Relative manifest paths are taken from `--data-root`, else from the manifest's own folder."""
-    root = Path(job.data_root) if job.data_root else Path(manifest_path).parent
-    return [v if os.path.isabs(v) else str(root / v) for v in values]
-
-
 def rows_to_do(run: RunDir, index: int, shard: pa.Table, key: str, max_attempts: int) -> tuple[pa.Table, int, int]:
-    """Shard rows that still need a caption: no `ok` result yet and fewer than `max_attempts` failures.
+    """Shard rows that still need an answer: no `ok` result yet and fewer than `max_attempts` failures.
 
     Returns (rows, already ok, given up)."""
     best = best_per_key(read_results(run, index), key="key")
@@ -95,35 +92,54 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-class _Stats:
-    """Figures of one shard attempt, written to RUN/stats/ while it runs and at the end."""
+class Counters:
+    """Figures that add up (datatrove's stat_update): a counter is created by its first `count`."""
+
+    def __init__(self, **start: Any) -> None:
+        self.data: dict[str, Any] = dict(start)
+
+    def count(self, name: str, value: float = 1) -> None:
+        self.data[name] = (self.data.get(name) or 0) + value
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.count(name, time.perf_counter() - started)
+
+
+#: per-row figures of the engine (Result.extra) summed into the shard stats
+SUMMED_EXTRAS = ("cost_usd",)
+
+
+class ShardStats(Counters):
+    """Figures of one shard attempt, written to RUN/stats/ while it runs (every STATS_EVERY_S) and at the end."""
 
     def __init__(self, run: RunDir, index: int, total: int, done_before: int, given_up: int, todo: int) -> None:
         self.run, self.index = run, index
         self.started = time.time()
-        self.data: dict[str, Any] = {
-            "shard": index, "host": socket.gethostname(), "pid": os.getpid(),
-            "started_at": self.started, "rows_total": total, "rows_ok_before": done_before,
-            "rows_given_up": given_up, "rows_todo": todo, "rows_ok": 0, "rows_error": 0,
-            "prompt_tokens": 0, "generated_tokens": 0, "read_wait_s": 0.0, "model_s": 0.0,
-            "batches": 0, "finished": False, "stopped": False,
-            "cost_usd": None,  # this attempt's rows; `vidcap status` adds up every attempt's from the results
-        }
+        super().__init__(
+            shard=index, host=socket.gethostname(), pid=os.getpid(), started_at=self.started, rows_total=total,
+            rows_ok_before=done_before, rows_given_up=given_up, rows_todo=todo, rows_ok=0, rows_error=0,
+            prompt_tokens=0, generated_tokens=0, read_wait_s=0.0, model_s=0.0, batches=0, finished=False,
+            stopped=False,
+            cost_usd=None,  # this attempt's rows; `vidcap status` adds up every attempt's from the results
+        )
         self._written = 0.0
 
-    def add_batch(self, rows: list[dict[str, Any]], read_wait: float, model_s: float) -> None:
-        d = self.data
-        d["batches"] += 1
-        d["read_wait_s"] += read_wait
-        d["model_s"] += model_s
+    def add_rows(self, rows: list[dict[str, Any]]) -> None:
+        self.count("batches")
         for row in rows:
-            d["rows_ok" if row["status"] == STATUS_OK else "rows_error"] += 1
-            d["prompt_tokens"] += row.get("prompt_tokens") or 0
-            d["generated_tokens"] += row.get("generated_tokens") or 0
-            if row.get("cost_usd") is not None:
-                d["cost_usd"] = (d["cost_usd"] or 0.0) + row["cost_usd"]
+            self.count("rows_ok" if row["status"] == STATUS_OK else "rows_error")
+            self.count("prompt_tokens", row.get("prompt_tokens") or 0)
+            self.count("generated_tokens", row.get("generated_tokens") or 0)
+            for name in SUMMED_EXTRAS:
+                if row.get(name) is not None:
+                    self.count(name, row[name])
 
-    def write(self, engine: Engine | None, force: bool = False, **final: Any) -> dict[str, Any]:
+    def write(self, figures: dict[str, Any] | None = None, force: bool = False, **final: Any) -> dict[str, Any]:
         now = time.time()
         if not force and now - self._written < STATS_EVERY_S:
             return self.data
@@ -133,37 +149,52 @@ class _Stats:
         d["seconds"] = now - self.started
         processed = d["rows_ok"] + d["rows_error"]
         d["videos_per_s"] = processed / d["seconds"] if d["seconds"] > 0 else 0.0
-        if engine is not None:
-            d["engine"] = engine.stats()
+        d.update(figures or {})
         self.run.write_stats(self.index, d)
         self._written = now
         return d
 
 
-def batch_rows(items: list[Item], engine: Engine, prompt: str) -> list[dict[str, Any]]:
-    """Caption the readable items of one batch; one result row per item, in the items' order."""
-    readable = [i for i in items if i.frames is not None]
-    samples = [Sample(key=i.path, frames=i.frames.frames, prompt=prompt, is_video=i.frames.is_video)
-               for i in readable]
+def batch_rows(samples: list[Sample], engine: Engine, task: Task) -> list[dict[str, Any]]:
+    """Run the readable samples of one batch; one result row per sample (without `key`), in samples' order."""
+    readable = [s for s in samples if not s.error]
+    for sample in readable:
+        sample.prompt = task.prompt_for(sample)
     started = time.perf_counter()
-    captions = caption_batch(engine, samples) if samples else []
-    if len(captions) != len(samples):
-        raise RuntimeError(f"engine returned {len(captions)} captions for {len(samples)} samples")
-    share = (time.perf_counter() - started) / max(1, len(samples))
-    by_item = {id(item): caption for item, caption in zip(readable, captions)}
+    results = run_batch(engine, readable) if readable else []
+    if len(results) != len(readable):
+        raise RuntimeError(f"engine returned {len(results)} results for {len(readable)} samples")
+    share = (time.perf_counter() - started) / max(1, len(readable))
+    answers = {id(sample): result for sample, result in zip(readable, results)}
+    reserved = set(RESULT_COLUMNS) | set(task.columns.names)
     rows = []
-    for item in items:
-        caption = by_item.get(id(item))
-        if caption is None:
-            rows.append({"status": STATUS_ERROR, "error": item.error or "unreadable"})
+    for sample in samples:
+        result = answers.get(id(sample))
+        if result is None:
+            rows.append({**task.error_values, "status": STATUS_ERROR, "error": sample.error or "unreadable"})
             continue
-        row = {"status": STATUS_ERROR, "error": caption.error} if caption.error else \
-            {"status": STATUS_OK, "text": caption.text}
-        row.update(seconds=share, prompt_tokens=caption.prompt_tokens, generated_tokens=caption.generated_tokens)
-        # engine figures (an API's cost, attempts, latency) on error rows too: a refusal is billed
-        row.update({k: v for k, v in caption.extra.items() if isinstance(v, (int, float, str))})
+        row = task_row(task, sample, result)
+        row.update(seconds=share, prompt_tokens=result.prompt_tokens, generated_tokens=result.generated_tokens)
+        # engine figures (an API's cost, attempts, latency) on error rows too: a refusal is billed. They never
+        # replace the store's or the task's own columns.
+        row.update({k: v for k, v in result.extra.items()
+                    if k not in reserved and (v is None or isinstance(v, (int, float, str)))})
         rows.append(row)
     return rows
+
+
+def task_row(task: Task, sample: Sample, result: Result) -> dict[str, Any]:
+    """The task's columns and the status of one answered sample."""
+    if result.error:
+        return {**task.error_values, "status": STATUS_ERROR, "error": result.error}
+    try:
+        values = task.values(sample, result)
+    except AnswerError as exc:
+        return {**task.error_values, "status": STATUS_ERROR, "error": str(exc) or "unusable answer"}
+    unknown = set(values) - set(task.columns.names)
+    if unknown:
+        raise RuntimeError(f"task {task.name!r} returned columns it does not declare: {sorted(unknown)}")
+    return {**values, "status": STATUS_OK, "error": ""}
 
 
 def run_shard(
@@ -173,65 +204,77 @@ def run_shard(
     stop: threading.Event | None = None,
     progress: bool | None = None,
 ) -> ShardOutcome:
-    """Caption every unfinished row of shard `index`; write the completion marker when all are done."""
+    """Answer every unfinished row of shard `index`; write the completion marker when all are done.
+
+    `engine`: an opened engine the caller owns (one model for many shards); else one is made, opened and
+    closed here. The shard's lock is taken before anything else, so a duplicate task stops at once."""
     run = run if isinstance(run, RunDir) else RunDir.at(run)
     config = run.load_config()
-    job = load_job(run)
+    spec = load_spec(run)
+    task = spec.make_task()
     key = config["manifest"]["key"]
-    shard = load_shard(run, index)
-    todo, done_before, given_up = rows_to_do(run, index, shard, key, job.max_attempts)
-    stats = _Stats(run, index, shard.num_rows, done_before, given_up, todo.num_rows)
-    if todo.num_rows == 0:
-        final = stats.write(None, force=True, finished=True)
-        run.mark_done(index, {"rows": shard.num_rows, "finished_at": time.time()})
-        return ShardOutcome(index, True, final)
-
-    keys = todo[key].cast(pa.string()).to_pylist()
-    paths = resolve_paths(todo[job.path_column].cast(pa.string()).to_pylist(), job, config["manifest"]["path"])
-    own_engine = engine is None
     own_stop = stop is None
     stop = stop or threading.Event()
-    if own_engine:
-        engine = create_engine(job.engine)
-        check_engine(engine, job)
-    assert engine is not None
-    if progress is None:
-        progress = True
-    bar = tqdm(total=len(keys), desc=f"shard {index}", unit="video", disable=not progress,
-               mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr)
-    stopped = False
-    try:
-        with (stop_on_signals(stop) if own_stop else _nothing()), ResultWriter(run, index) as writer, \
-                Prefetcher(paths, job.num_frames, resize=job.resize, backend=job.backend,
-                           ahead=job.ahead, workers=job.readers) as prefetch:
-            batches = prefetch.batches(job.batch_size)
-            while True:
-                if stop.is_set():
-                    stopped = True
-                    break
-                waited = time.perf_counter()
-                items = next(batches, None)
-                waited = time.perf_counter() - waited
-                if items is None:
-                    break
-                started = time.perf_counter()
-                rows = batch_rows(items, engine, job.engine.prompt)
-                for item, row in zip(items, rows):
-                    row["key"] = keys[item.index]
-                writer.append(result_rows(rows))
-                stats.add_batch(rows, waited, time.perf_counter() - started)
-                stats.write(engine)
-                bar.update(len(items))
+    with ResultWriter(run, index) as writer:  # the lock: a second task on this shard stops here (ShardBusy)
+        shard = load_shard(run, index)
+        todo, done_before, given_up = rows_to_do(run, index, shard, key, spec.max_attempts)
+        stats = ShardStats(run, index, shard.num_rows, done_before, given_up, todo.num_rows)
+        if todo.num_rows == 0:
+            final = stats.write(force=True, finished=True)
+            run.mark_done(index, {"rows": shard.num_rows, "finished_at": time.time()})
+            return ShardOutcome(index, True, final)
+        keys = todo[key].cast(pa.string()).to_pylist()
+        with (stop_on_signals(stop) if own_stop else _nothing()), \
+                source_class(task.source)(spec.source, task, todo, keys, config["manifest"]["path"]) as source, \
+                _engine_for(spec, engine) as engine:
+            stopped = _drain(source, engine, task, writer, stats, stop, spec.batch_size, index, progress)
             if not stopped:
                 writer.compact()
-        final = stats.write(engine, force=True, finished=not stopped, stopped=stopped)
-        if not stopped:
-            run.mark_done(index, {"rows": shard.num_rows, "finished_at": time.time()})
-        return ShardOutcome(index, not stopped, final)
+            figures = {"engine": engine.figures(), "source": source.figures()}
+        final = stats.write(figures, force=True, finished=not stopped, stopped=stopped)
+    if not stopped:
+        run.mark_done(index, {"rows": shard.num_rows, "finished_at": time.time()})
+    return ShardOutcome(index, not stopped, final)
+
+
+def _drain(source: Any, engine: Engine, task: Task, writer: ResultWriter, stats: ShardStats,
+           stop: threading.Event, batch_size: int, index: int, progress: bool | None) -> bool:
+    """Every batch of the source through the engine into the store; True when stopped early."""
+    bar = tqdm(total=stats.data["rows_todo"], desc=f"shard {index}", unit="row",
+               disable=progress is False, mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr)
+    batches = source.batches(batch_size)
+    try:
+        while True:
+            if stop.is_set():
+                return True
+            with stats.timed("read_wait_s"):
+                samples = next(batches, None)
+            if samples is None:
+                return False
+            with stats.timed("model_s"):
+                rows = batch_rows(samples, engine, task)
+            for sample, row in zip(samples, rows):
+                row["key"] = sample.key
+            writer.append(result_rows(rows, task.columns))
+            stats.add_rows(rows)
+            stats.write({"engine": engine.figures()})
+            bar.update(len(samples))
     finally:
         bar.close()
-        if own_engine:
-            engine.close()
+
+
+@contextmanager
+def _engine_for(spec: TaskSpec, engine: Engine | None) -> Iterator[Engine]:
+    """The caller's engine, or one made and opened here and closed on every way out."""
+    if engine is not None:
+        yield engine
+        return
+    own = spec.make_engine()
+    try:
+        own.open(spec)
+        yield own
+    finally:
+        own.close()
 
 
 @contextmanager

@@ -53,16 +53,19 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from vidcap.manifest.reduce_run import merge_run, remaining_run
     from vidcap.scheduler.submit import submit_unfinished, wait_for
 
+    from vidcap.tasks.spec import load_spec
+
     run = RunDir.at(args.run)
     config = run.load_config()
-    if "job" not in config:
+    if "task" not in config and "job" not in config:
         raise UserError(f"{run.root}: nothing was submitted in this run yet (use `vidcap submit`)")
+    spec = load_spec(run)  # whatever task the run holds: resume continues it
     merged = merge_run(run, run.root / "merged.parquet")
-    todo = remaining_run(run, run.root / "remaining.parquet", max_attempts=config["job"].get("max_attempts"))
-    print(f"{run.root}: {merged.ok} of {merged.rows} rows captioned, {todo.written} remaining "
-          f"({todo.given_up} given up after {config['job'].get('max_attempts')} failures) "
+    todo = remaining_run(run, run.root / "remaining.parquet", max_attempts=spec.max_attempts)
+    print(f"{run.root}: {merged.ok} of {merged.rows} rows done ({spec.task}), {todo.written} remaining "
+          f"({todo.given_up} given up after {spec.max_attempts} failures) "
           f"-> {run.root / 'merged.parquet'}, {run.root / 'remaining.parquet'}")
-    reopened = reopen_retryable(run, config["job"].get("max_attempts", 3))
+    reopened = reopen_retryable(run, spec.max_attempts)
     if reopened:
         print(f"shards {', '.join(map(str, reopened))}: done, but with failed rows to retry; reopened")
     args.executor = args.executor or config.get("submit", {}).get("executor", "local")

@@ -1,67 +1,28 @@
-"""Engines: one module per engine, created by name from an `EngineConfig`.
+"""Engines: one module per engine, created by name from its own settings.
 
 Modules are imported only when their engine is asked for, so the API engine never imports torch and the
-Hugging Face engine never imports openai.
+Hugging Face engine never imports openai. Adding an engine: a module with an `Engine` subclass (its
+`Settings` dataclass, `accepts`, `run`), and one line in `ENGINES`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
-from dataclasses import dataclass, field
 from typing import Any
 
-from vidcap.engines.base import Caption, Engine, Sample
+from vidcap.engines.base import Caption, Engine, Needs, Result, Sample
 from vidcap.errors import UserError
+from vidcap.settings import from_dict
 
-__all__ = ["Caption", "Engine", "EngineConfig", "Sample", "ENGINES", "create_engine"]
+__all__ = ["Caption", "Engine", "Needs", "Result", "Sample", "ENGINES", "create_engine", "engine_class",
+           "engine_settings"]
 
-#: engine name -> "module:Class"; the class has `from_config(EngineConfig)`
+#: engine name -> "module:Class"
 ENGINES: dict[str, str] = {
     "hf": "vidcap.engines.hf:HFEngine",
     "openai": "vidcap.engines.openai_api:OpenAIEngine",
     "noop": "vidcap.engines.noop:NoopEngine",
 }
-
-
-@dataclass
-class EngineConfig:
-    """Everything an engine needs, frozen into the run config. Never holds a secret (keys come from the
-    environment or from the file named by `api_key_file`)."""
-
-    engine: str = "hf"
-    model: str = ""
-    prompt_name: str = "video"
-    prompt: str = ""
-    num_frames: int = 3
-    max_new_tokens: int = 256
-    # Hugging Face engine
-    dtype: str | None = None
-    attn: str | None = None
-    device: str | None = None
-    tp_size: int = 1
-    tp_backend: str = "deepspeed"
-    # OpenAI-compatible engine
-    api_base: str | None = None
-    api_key_file: str | None = None
-    concurrency: int = 8
-    requests_per_minute: float | None = None
-    request_timeout_s: float = 120.0
-    max_request_attempts: int = 6
-    image_detail: str = "low"
-    jpeg_quality: int = 85
-    jpeg_max_side: int = 768
-    prices: dict[str, Any] = field(default_factory=dict)
-    # no-op engine (benchmarks of the machinery around the model)
-    noop_latency_s: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "EngineConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def engine_class(name: str) -> type[Engine]:
@@ -73,6 +34,11 @@ def engine_class(name: str) -> type[Engine]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def create_engine(config: EngineConfig) -> Engine:
-    """Build the engine named by `config.engine`."""
-    return engine_class(config.engine).from_config(config)  # type: ignore[attr-defined]
+def engine_settings(name: str, values: dict[str, Any]) -> Any:
+    """The engine's settings dataclass from stored or given values (unknown names refused)."""
+    return from_dict(engine_class(name).Settings, values, where=f"engine {name!r} settings")
+
+
+def create_engine(name: str, settings: Any = None) -> Engine:
+    """The engine `name` with its settings, not opened (call `open(spec)` to load it)."""
+    return engine_class(name)(settings)

@@ -2,7 +2,7 @@
 
 The built-in figures are public list prices copied by hand as of `PRICES_AS_OF`. They are estimates for
 planning a run, not a bill: batch-API and cached-input discounts and later price changes are not modelled.
-Users override or add models through `EngineConfig.prices` (filled from a JSON file by `--prices-file`),
+Users override or add models through `OpenAISettings.prices` (filled from a JSON file by `--prices-file`),
 which is frozen into the run config so a run's figures can be recomputed. A model with no known price has
 cost `None`, meaning unknown, never 0, so no report claims a run was free.
 """
@@ -77,7 +77,7 @@ def validate_prices(data: Any, origin: str = "prices") -> dict[str, dict[str, fl
 
 
 def load_prices(path: str | Path) -> dict[str, dict[str, float]]:
-    """Read and check a JSON price table, for `EngineConfig.prices`."""
+    """Read and check a JSON price table, for `OpenAISettings.prices`."""
     path = Path(path).expanduser()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

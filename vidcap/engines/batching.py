@@ -2,8 +2,8 @@
 
 Batches are static (`--batch-size` samples each), but their memory is not: LLaVA-NeXT tiles and Qwen2-VL's
 dynamic resolution make some batches far bigger than others. Instead of failing the shard, a batch that runs
-out of GPU memory is captioned as two halves, recursively; a single sample that still does not fit comes
-back as an error caption, so the rest of the shard goes on. Engine-agnostic and torch-free at import.
+out of GPU memory is run as two halves, recursively; a single sample that still does not fit comes
+back as an error result, so the rest of the shard goes on. Engine-agnostic and torch-free at import.
 
 Under tensor parallelism every rank must take the same branch: the TP wrapper has to agree on an OOM across
 ranks before retrying, which this module does not do.
@@ -16,7 +16,7 @@ import logging
 import sys
 from typing import Sequence
 
-from vidcap.engines.base import Caption, Engine, Sample
+from vidcap.engines.base import Engine, Result, Sample
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +36,12 @@ def free_gpu_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def caption_batch(engine: Engine, samples: Sequence[Sample]) -> list[Caption]:
-    """`engine.caption(samples)`, halving the batch on out-of-memory; one caption per sample, in order."""
+def run_batch(engine: Engine, samples: Sequence[Sample]) -> list[Result]:
+    """`engine.run(samples)`, halving the batch on out-of-memory; one result per sample, in order."""
     if not samples:
         return []
     try:
-        return engine.caption(samples)
+        return engine.run(samples)
     except Exception as exc:  # noqa: BLE001 - only OOM is handled, the rest is re-raised
         if not is_out_of_memory(exc):
             raise
@@ -50,7 +50,11 @@ def caption_batch(engine: Engine, samples: Sequence[Sample]) -> list[Caption]:
     free_gpu_memory()
     if len(samples) == 1:
         log.warning("out of memory on a single sample %s: marking it as an error", samples[0].key)
-        return [Caption(error=f"out of GPU memory even alone: {message}")]
+        return [Result(error=f"out of GPU memory even alone: {message}")]
     half = len(samples) // 2
     log.warning("out of memory on a batch of %d: retrying as %d + %d", len(samples), half, len(samples) - half)
-    return caption_batch(engine, samples[:half]) + caption_batch(engine, samples[half:])
+    return run_batch(engine, samples[:half]) + run_batch(engine, samples[half:])
+
+
+#: the name from when every engine was a captioner
+caption_batch = run_batch

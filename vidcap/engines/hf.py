@@ -15,8 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from vidcap.engines import EngineConfig
-from vidcap.engines.base import Caption, Engine, Sample
+from vidcap.engines.base import FRAMES, Engine, Needs, Result, Sample
+from vidcap.engines.hf_settings import HFSettings
 from vidcap.engines.hf_inputs import build_inputs, visual_token_count
 from vidcap.engines.hf_load import load_model, load_processor
 from vidcap.errors import UserError
@@ -33,29 +33,49 @@ class HFEngine(Engine):
     """Captions batches with a transformers model and its processor."""
 
     name = "hf"
+    accepts = frozenset({FRAMES})
+    Settings = HFSettings
 
-    def __init__(self, model: Any, processor: Any, config: EngineConfig, device: torch.device | None = None):
+    def __init__(self, settings: HFSettings | None = None) -> None:
+        super().__init__(settings)
+        self.config = self.settings
+        self.model: Any = None
+        self.processor: Any = None
+
+    @classmethod
+    def needs(cls, settings: HFSettings) -> Needs:
+        return Needs(ranks=max(1, settings.tp_size), gpus_per_rank=0 if settings.device == "cpu" else 1)
+
+    @classmethod
+    def preflight(cls, settings: HFSettings) -> None:
+        if not settings.model:
+            raise UserError("no model given: pass a hub id or a local checkpoint folder")
+
+    def open(self, spec: Any = None) -> None:
+        """Load the model and processor (once), then check the task's prompt fits the context."""
+        if self.model is None:
+            self.preflight(self.settings)
+            processor = load_processor(self.settings.model)
+            self.attach(load_model(self.settings), processor)
+        if spec is not None:
+            self.check_prompt(spec.prompt, spec.frames_per_sample, spec.is_video)
+
+    def attach(self, model: Any, processor: Any, device: torch.device | None = None) -> "HFEngine":
+        """Serve with a model loaded elsewhere (a tensor-parallel rank loads its shard of it its own way)."""
         self.model = model
         self.processor = processor
-        self.config = config
         self.device = torch.device(device) if device is not None else model.device
         self.dtype = model.dtype
         self.context = _context_length(model, processor)
-        self.generation = _greedy(model, processor, config.max_new_tokens)
+        self.generation = _greedy(model, processor, self.settings.max_new_tokens)
         self.eos_ids = set(np.atleast_1d(self.generation.eos_token_id).tolist()) \
             if self.generation.eos_token_id is not None else set()
         self.is_noise = bool(getattr(model.config, "vidcap_tiny_random", False))
         if self.is_noise:
-            log.warning("%s is a tiny RANDOM-WEIGHT model: its captions are noise", config.model)
+            log.warning("%s is a tiny RANDOM-WEIGHT model: its captions are noise", self.settings.model)
+        return self
 
-    @classmethod
-    def from_config(cls, config: EngineConfig) -> "HFEngine":
-        if not config.model:
-            raise UserError("no model given: pass a hub id or a local checkpoint folder")
-        processor = load_processor(config.model)
-        return cls(load_model(config), processor, config)
-
-    def caption(self, samples: Sequence[Sample]) -> list[Caption]:
+    def run(self, samples: Sequence[Sample]) -> list[Result]:
         """Generate for the whole batch; a sample whose input would overflow the context gets an error."""
         if not samples:
             return []
@@ -64,8 +84,8 @@ class HFEngine(Engine):
         overflow = {i for i, n in enumerate(lengths) if self._overflows(n)}
         if overflow:
             fits = [s for i, s in enumerate(samples) if i not in overflow]
-            answers = iter(self.caption(fits))
-            return [Caption(prompt_tokens=n, error=self._overflow_message(n)) if i in overflow else next(answers)
+            answers = iter(self.run(fits))
+            return [Result(prompt_tokens=n, error=self._overflow_message(n)) if i in overflow else next(answers)
                     for i, n in enumerate(lengths)]
         inputs = inputs.to(self.device, dtype=self.dtype)
         with torch.inference_mode():
@@ -90,7 +110,7 @@ class HFEngine(Engine):
                 f"{self.config.max_new_tokens} new tokens = {total + self.config.max_new_tokens} > context "
                 f"{self.context}; shorten the prompt, use fewer frames or lower --max-new-tokens")
 
-    def stats(self) -> dict[str, Any]:
+    def figures(self) -> dict[str, Any]:
         stats: dict[str, Any] = {
             "model": self.config.model,
             "device": str(self.device),
@@ -105,10 +125,11 @@ class HFEngine(Engine):
         return stats
 
     def close(self) -> None:
+        loaded = self.model is not None
         self.model = None
         self.processor = None
         gc.collect()
-        if self.device.type == "cuda":
+        if loaded and self.device.type == "cuda":
             torch.cuda.empty_cache()
 
     def _overflows(self, prompt_tokens: int) -> bool:
@@ -118,11 +139,13 @@ class HFEngine(Engine):
         return (f"input of {prompt_tokens} tokens + {self.config.max_new_tokens} new tokens exceeds the "
                 f"model's context of {self.context}")
 
-    def _decode(self, tokens: list[int], prompt_tokens: int) -> Caption:
+    def _decode(self, tokens: list[int], prompt_tokens: int) -> Result:
         """Keep the answer up to its first end-of-sequence token; drop special tokens and outer whitespace."""
         end = next((i + 1 for i, t in enumerate(tokens) if t in self.eos_ids), len(tokens))
         text = self.processor.tokenizer.decode(tokens[:end], skip_special_tokens=True).strip()
-        return Caption(text=text, prompt_tokens=prompt_tokens, generated_tokens=end)
+        finish = "stop" if end < len(tokens) or (tokens and tokens[end - 1] in self.eos_ids) \
+            or len(tokens) < self.settings.max_new_tokens else "length"
+        return Result(text=text, prompt_tokens=prompt_tokens, generated_tokens=end, finish_reason=finish)
 
 
 def _context_length(model: Any, processor: Any) -> int | None:

@@ -16,7 +16,7 @@ import transformers
 from transformers import (AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor,
                           AutoTokenizer)
 
-from vidcap.engines import EngineConfig
+from vidcap.engines.hf_settings import HFSettings
 from vidcap.engines.hf_video import STAND_INS, accepting_stand_in
 from vidcap.errors import UserError
 
@@ -72,7 +72,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def load_model(config: EngineConfig) -> torch.nn.Module:
+def load_model(config: HFSettings) -> torch.nn.Module:
     """Load `config.model` (hub id or local folder) on its device, in eval mode."""
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)

@@ -15,7 +15,7 @@ stats and for staying under the provider's limit over a shard of thousands of re
 A refused key, a refused permission, an unknown model or URL (404) or an exhausted quota is a fault of
 the setup, not of a row: it raises `ApiSetupError` (a `UserError`) at once and the worker stops, instead
 of writing one error row per video. So does a run whose first requests are all rejected as invalid (4xx)
-before any succeeds. `from_config` also checks the key with GET /models before any batch.
+before any succeeds. `open()` also checks the key with GET /models before any batch.
 """
 
 from __future__ import annotations
@@ -48,11 +48,12 @@ from vidcap.engines.api_key import redact, resolve_api_key
 from vidcap.engines.api_pricing import price_for
 from vidcap.engines.api_ratelimit import RequestGate
 from vidcap.engines.api_retry import RetryPolicy, parse_retry_after
-from vidcap.engines.base import Caption, Engine, Sample
+from vidcap.engines.base import FRAMES, Engine, Result, Sample
 from vidcap.errors import UserError
+from vidcap.settings import operational
 
 if TYPE_CHECKING:
-    from vidcap.engines import EngineConfig
+    from vidcap.tasks.spec import TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -106,66 +107,100 @@ class _Totals:
     faults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RETRYABLE_FAULTS, 0))
 
 
+@dataclass(frozen=True)
+class OpenAISettings:
+    """Never holds a secret: the key comes from the environment or from the file named by `api_key_file`."""
+
+    model: str = ""
+    max_new_tokens: int = 256
+    api_base: str | None = None
+    image_detail: str = "low"
+    jpeg_quality: int = 85
+    jpeg_max_side: int = 768
+    api_key_file: str | None = operational(None)
+    concurrency: int = operational(8)
+    requests_per_minute: float | None = operational(None)
+    request_timeout_s: float = operational(120.0)
+    max_request_attempts: int = operational(6)
+    prices: dict[str, Any] = operational(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_settings(self.model, self.concurrency, self.requests_per_minute, self.request_timeout_s,
+                        self.max_request_attempts, self.image_detail, self.jpeg_quality, self.jpeg_max_side)
+
+
 class OpenAIEngine(Engine):
     name = "openai"
+    accepts = frozenset({FRAMES})
+    Settings = OpenAISettings
 
-    def __init__(self, *, model: str, api_key: str, api_base: str | None = None, concurrency: int = 8,
-                 requests_per_minute: float | None = None, request_timeout_s: float = 120.0,
-                 retry: RetryPolicy = RetryPolicy(), max_new_tokens: int = 256, image_detail: str = "low",
-                 jpeg_quality: int = 85, jpeg_max_side: int = 768, prices: dict[str, Any] | None = None) -> None:
-        _check_settings(model, concurrency, requests_per_minute, request_timeout_s, retry.max_attempts,
-                        image_detail, jpeg_quality, jpeg_max_side)
-        self.model = model
-        self.concurrency = concurrency
-        self.requests_per_minute = requests_per_minute
+    def __init__(self, settings: OpenAISettings | None = None, *, api_key: str | None = None,
+                 retry: RetryPolicy | None = None) -> None:
+        """Stores the settings; with `api_key` (tests, benchmarks) it also builds the client (no request)."""
+        super().__init__(settings)
+        self._retry = retry or RetryPolicy(max_attempts=self.settings.max_request_attempts)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        if api_key is not None:
+            self.connect(api_key)
+
+    @classmethod
+    def preflight(cls, settings: OpenAISettings) -> None:
+        """The key must be at hand (environment or key file); the settings checked themselves when built."""
+        resolve_api_key(settings.api_key_file)
+
+    def open(self, spec: "TaskSpec | None" = None) -> None:
+        """Build the client with the key from the environment or key file, and check the key now."""
+        if self._loop is not None:
+            return
+        self.connect(resolve_api_key(self.settings.api_key_file))
+        try:
+            self.check_access()
+        except BaseException:
+            self.close()
+            raise
+
+    def connect(self, api_key: str) -> "OpenAIEngine":
+        settings = self.settings
+        self.model = settings.model
+        self.concurrency = settings.concurrency
+        self.requests_per_minute = settings.requests_per_minute
         self._key = api_key
-        self._timeout_s = request_timeout_s
-        self._retry = retry
-        self._max_new_tokens = max_new_tokens
-        self._image = {"detail": image_detail, "quality": jpeg_quality, "max_side": jpeg_max_side}
-        self._price = price_for(model, prices)
+        self._timeout_s = settings.request_timeout_s
+        self._max_new_tokens = settings.max_new_tokens
+        self._image = {"detail": settings.image_detail, "quality": settings.jpeg_quality,
+                       "max_side": settings.jpeg_max_side}
+        self._price = price_for(settings.model, settings.prices)
         self._loop = asyncio.new_event_loop()
-        timeout = httpx2.Timeout(request_timeout_s, connect=min(request_timeout_s, 10.0))
+        timeout = httpx2.Timeout(settings.request_timeout_s, connect=min(settings.request_timeout_s, 10.0))
         self._client = AsyncOpenAI(
-            api_key=api_key, base_url=api_base, max_retries=0, timeout=timeout,
+            api_key=api_key, base_url=settings.api_base, max_retries=0, timeout=timeout,
             http_client=DefaultAsyncHttpxClient(
                 timeout=timeout,
-                limits=httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)))
+                limits=httpx2.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)))
         self.api_base = _without_userinfo(str(self._client.base_url))
-        self._slots = asyncio.Semaphore(concurrency)
-        self._gate = RequestGate(requests_per_minute)
+        self._slots = asyncio.Semaphore(self.concurrency)
+        self._gate = RequestGate(self.requests_per_minute)
         self._rng = random.Random()
         self._in_flight = 0
         self._totals = _Totals()
         self._stopped: ApiSetupError | None = None  # once set, no request leaves any more
-
-    @classmethod
-    def from_config(cls, config: EngineConfig) -> "OpenAIEngine":
-        """Build from the run config, the key from the environment or key file, and check the key now."""
-        engine = cls(model=config.model, api_key=resolve_api_key(config.api_key_file), api_base=config.api_base,
-                     concurrency=config.concurrency, requests_per_minute=config.requests_per_minute,
-                     request_timeout_s=config.request_timeout_s,
-                     retry=RetryPolicy(max_attempts=config.max_request_attempts),
-                     max_new_tokens=config.max_new_tokens, image_detail=config.image_detail,
-                     jpeg_quality=config.jpeg_quality, jpeg_max_side=config.jpeg_max_side, prices=config.prices)
-        try:
-            engine.check_access()
-        except BaseException:
-            engine.close()
-            raise
-        return engine
+        return self
 
     # -- Engine -------------------------------------------------------------------------------------
-    def caption(self, samples: Sequence[Sample]) -> list[Caption]:
+    def run(self, samples: Sequence[Sample]) -> list[Result]:
         if not samples:
             return []
+        if self._loop is None:
+            self.open()
         return self._loop.run_until_complete(self._caption_batch(samples))
 
     def check_access(self) -> None:
         """One cheap request (GET /models) so a wrong key or an unreachable server stops the task at start."""
         self._loop.run_until_complete(self._check_access())
 
-    def stats(self) -> dict[str, Any]:
+    def figures(self) -> dict[str, Any]:
+        if self._loop is None:
+            return {"engine": self.name, "model": self.settings.model}
         totals = asdict(self._totals)
         for name in ("retry_wait_s", "rate_wait_s", "request_seconds"):
             totals[name] = round(totals[name], 3)
@@ -175,7 +210,7 @@ class OpenAIEngine(Engine):
                 "cost_usd": cost, "price": self._price.to_dict() if self._price else None}
 
     def close(self) -> None:
-        if self._loop.is_closed():
+        if self._loop is None or self._loop.is_closed():
             return
         try:
             leftover = asyncio.all_tasks(self._loop)  # requests of a batch cut short by an interrupt
@@ -189,7 +224,7 @@ class OpenAIEngine(Engine):
             self._loop.close()
 
     # -- one batch ----------------------------------------------------------------------------------
-    async def _caption_batch(self, samples: Sequence[Sample]) -> list[Caption]:
+    async def _caption_batch(self, samples: Sequence[Sample]) -> list[Result]:
         tasks = [asyncio.ensure_future(self._caption_one(sample)) for sample in samples]
         try:
             return list(await asyncio.gather(*tasks))
@@ -199,15 +234,15 @@ class OpenAIEngine(Engine):
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
 
-    async def _caption_one(self, sample: Sample) -> Caption:
+    async def _caption_one(self, sample: Sample) -> Result:
         if not sample.frames:  # a text-only request would come back with a caption of nothing
-            return self._finish(sample, Caption(error="no frames to send"), time.monotonic(), 0)
+            return self._finish(sample, Result(error="no frames to send"), time.monotonic(), 0)
         # Encode before taking a request slot, so JPEG work (in threads) runs ahead of the requests instead
         # of delaying them; the batch's JPEGs are small next to the raw frames the batch already holds.
         try:
             messages = await asyncio.to_thread(chat_messages, sample.prompt, sample.frames, **self._image)
         except ValueError as exc:
-            return self._finish(sample, Caption(error=f"cannot encode frames: {exc}"), time.monotonic(), 0)
+            return self._finish(sample, Result(error=f"cannot encode frames: {exc}"), time.monotonic(), 0)
         began = 0.0  # first slot taken: latency counts retries, not the queue before
         prompt_tokens = completion_tokens = 0
         attempt = 0
@@ -228,7 +263,7 @@ class OpenAIEngine(Engine):
                 self._stop_if_all_rejected(reply.error)
             if not reply.fault or attempt >= self._retry.max_attempts:
                 error = f"gave up after {attempt} attempts: {reply.error}" if reply.fault else reply.error
-                caption = Caption(error=error)
+                caption = Result(error=error)
                 break
             delay = self._retry.delay(attempt, reply.retry_after, self._rng)
             if reply.retry_after:  # the others wait what the server asked; the jitter is this request's own
@@ -240,7 +275,7 @@ class OpenAIEngine(Engine):
         caption.prompt_tokens, caption.generated_tokens = prompt_tokens, completion_tokens
         return self._finish(sample, caption, began, attempt)
 
-    def _finish(self, sample: Sample, caption: Caption, began: float, attempts: int) -> Caption:
+    def _finish(self, sample: Sample, caption: Caption, began: float, attempts: int) -> Result:
         cost = self._price.cost(caption.prompt_tokens, caption.generated_tokens) if self._price else None
         caption.extra.update(attempts=attempts, latency_s=round(time.monotonic() - began, 3), cost_usd=cost)
         if caption.ok:
@@ -310,7 +345,7 @@ class OpenAIEngine(Engine):
                                           f"and none succeeded, last: {error} (from {self.api_base})")
             raise self._stopped
 
-    def _read_answer(self, completion: ChatCompletion) -> Caption:
+    def _read_answer(self, completion: ChatCompletion) -> Result:
         """The caption, or an error row for a refusal, a content-filter stop or an empty answer."""
         choice = completion.choices[0]
         finish = getattr(choice, "finish_reason", None)
@@ -324,9 +359,9 @@ class OpenAIEngine(Engine):
         elif not text:
             error = f"refused: empty answer (finish_reason={finish})"
         else:
-            return Caption(text=text, extra=extra)
+            return Result(text=text, extra=extra, finish_reason=finish)
         self._totals.refused += 1
-        return Caption(error=error, extra=extra)
+        return Result(error=error, extra=extra, finish_reason=finish)
 
     def _describe(self, exc: APIStatusError) -> str:
         """`HTTP status: message` from the server's answer, with the key removed and the length bounded."""

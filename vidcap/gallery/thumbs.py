@@ -40,11 +40,15 @@ class Thumbs:
 
 
 def shrink(path: str, num_frames: int, *, resize: int | None, backend: str, max_pixels: int | None,
-           height: int) -> FrameSet:
-    """Read as the model did, then scale each frame to `height` pixels high (runs in a reader process).
+           height: int, reader: str = "") -> FrameSet:
+    """Read as the model did (the task's own reader if it has one), then scale each frame to `height`
+    pixels high; runs in a reader process. `FrameSet.width/height` become the size the model saw."""
+    read = read_frames
+    if reader:
+        from vidcap.sources.frames import load_reader
 
-    `FrameSet.width/height` keep the source size, so the parent can say what size the model saw."""
-    frameset = read_frames(path, num_frames, resize=resize, backend=backend, max_pixels=max_pixels)
+        read = load_reader(reader)
+    frameset = read(path, num_frames, resize=resize, backend=backend, max_pixels=max_pixels)
     seen_h, seen_w = frameset.frames[0].shape[:2]
     frameset.frames = [_fit(frame, height) for frame in frameset.frames]
     frameset.width, frameset.height = seen_w, seen_h  # what the model saw, after the run's resize
@@ -69,7 +73,7 @@ def make_thumbnails(paths: list[str], plan: FramePlan, out: Path, *, height: int
                     progress: bool = True) -> dict[str, Thumbs]:
     """Thumbnails of every distinct path under `out/thumbs/`; path -> Thumbs (files or the reason)."""
     unique = list(dict.fromkeys(paths))
-    reader = functools.partial(shrink, height=height)
+    reader = functools.partial(shrink, height=height, reader=plan.reader)
     result: dict[str, Thumbs] = {}
     bar = tqdm(total=len(unique), desc="thumbnails", unit="video", disable=not progress, file=sys.stderr,
                mininterval=1.0 if sys.stderr.isatty() else 30.0)

@@ -259,8 +259,39 @@ def write_table(table: pa.Table, path: str | os.PathLike[str]) -> None:
             tmp.unlink()
 
 
+LIST_SEPARATOR = ", "
+
+
+def _is_list(type_: pa.DataType) -> bool:
+    return pa.types.is_list(type_) or pa.types.is_large_list(type_)
+
+
+def lists_as_text(data: pa.Table | pa.RecordBatch) -> pa.Table:
+    """List columns (tags) as comma-separated text, the way Open-Sora's CSVs hold them; null stays null."""
+    table = data if isinstance(data, pa.Table) else pa.Table.from_batches([data])
+    for i, f in enumerate(table.schema):
+        if _is_list(f.type):
+            column = table.column(i).combine_chunks() if table.num_rows else pa.array([], f.type)
+            joined = pc.binary_join(pc.cast(column, pa.list_(pa.string())), LIST_SEPARATOR)
+            table = table.set_column(i, pa.field(f.name, pa.string()), joined)
+    return table
+
+
+def text_as_lists(table: pa.Table, names: list[str]) -> pa.Table:
+    """Comma-separated text columns read back as list<string> (items stripped; "" is an empty list)."""
+    for name in names:
+        if name not in table.column_names or _is_list(table.schema.field(name).type):
+            continue
+        i = table.column_names.index(name)
+        values = [None if v is None else [item.strip() for item in str(v).split(",") if item.strip()]
+                  for v in table.column(i).to_pylist()]
+        table = table.set_column(i, pa.field(name, pa.list_(pa.string())), pa.array(values, pa.list_(pa.string())))
+    return table
+
+
 class TableWriter:
-    """Streaming writer of CSV or Parquet batches (one schema), used by the reducers."""
+    """Streaming writer of CSV or Parquet batches (one schema), used by the reducers. In CSV, list columns
+    are written as comma-separated text (`text_as_lists` reads them back)."""
 
     def __init__(
         self, path: str | os.PathLike[str], schema: pa.Schema, like: str | os.PathLike[str] | None = None
@@ -276,9 +307,12 @@ class TableWriter:
             for suffix, codec in ((".gz", "gzip"), (".bz2", "bz2"), (".zst", "zstd")):
                 if name.endswith(suffix):
                     self._sink = pa.CompressedOutputStream(self._sink, codec)
+            schema = pa.schema([pa.field(f.name, pa.string()) if _is_list(f.type) else f for f in schema])
             self._writer = pacsv.CSVWriter(self._sink, schema, write_options=pacsv.WriteOptions(quoting_style="needed"))
 
     def write(self, data: pa.Table | pa.RecordBatch) -> None:
+        if self.fmt == "csv" and any(_is_list(f.type) for f in data.schema):
+            data = lists_as_text(data)
         if isinstance(data, pa.RecordBatch):
             self._writer.write_batch(data)
         else:

@@ -38,13 +38,26 @@ def _shard_best(run: RunDir, index: int) -> pa.Table:
     return best_per_key(read_results(run, index), key="key")
 
 
+def _task_columns(run: RunDir) -> list[pa.Field]:
+    """The output columns the run's task declares (none for a run not yet frozen)."""
+    config = run.load_config()
+    if "task" not in config and "job" not in config:
+        return []
+    from vidcap.tasks.spec import TaskSpec
+
+    return list(TaskSpec.from_config(config).make_task().columns)
+
+
 def _result_schema(run: RunDir, shards: range) -> list[pa.Field]:
-    """Union of the result columns over all shards (engines may add columns such as cost_usd)."""
+    """Union of the result columns over all shards (engines may add columns such as cost_usd); the task's
+    declared columns and the store's own are there even before any result exists."""
     fields: dict[str, pa.Field] = {}
     for index in shards:
         for f in read_results(run, index).schema:
             if f.name != "key" and f.name not in fields:
                 fields[f.name] = f
+    for f in _task_columns(run):
+        fields.setdefault(f.name, f)
     for name in RESULT_COLUMNS[1:]:
         fields.setdefault(name, pa.field(name, pa.string()))
     fields["failures"] = pa.field("failures", pa.int64())
@@ -127,15 +140,20 @@ def remaining_run(run: RunDir, output: str | os.PathLike[str], max_attempts: int
 
 
 def _attach(shard: pa.Table, key: str, best: pa.Table, fields: list[pa.Field]) -> pa.Table:
-    """Left-join the winning results onto the shard rows, keeping the shard's (manifest) order."""
+    """Left-join the winning results onto the shard rows, keeping the shard's (manifest) order.
+
+    By position (index_in + take), not Acero's join, which refuses list columns (tags) as payload."""
     names = [f.name for f in fields]
     best = best.select(["key"] + [n for n in names if n in best.column_names])
-    joined = shard.join(best, keys=key, right_keys="key", join_type="left outer", use_threads=False)
-    joined = joined.sort_by(ROW_COLUMN)
+    shard_keys = shard[key] if shard.schema.field(key).type == best.schema.field("key").type \
+        else pc.cast(shard[key], best.schema.field("key").type)
+    positions = pc.index_in(shard_keys, value_set=best["key"])
+    picked = best.take(positions)
+    joined = shard
     for f in fields:
-        if f.name not in joined.column_names:
-            joined = joined.append_column(f.name, pa.nulls(joined.num_rows, type=f.type))
-    return joined
+        column = picked[f.name] if f.name in picked.column_names else pa.nulls(joined.num_rows, type=f.type)
+        joined = joined.append_column(f.name, column)
+    return joined.sort_by(ROW_COLUMN)
 
 
 def _count(counts: ReduceCounts, joined: pa.Table) -> None:

@@ -161,11 +161,11 @@ def supervise(procs: list[subprocess.Popen[bytes]], folder: Path, timeout_s: flo
 
 def run_shards_local(run: RunDir, shards: list[int], progress: bool = True) -> list[ShardOutcome]:
     """Caption `shards` one after another with tp_size ranks on this machine (the model loads once)."""
-    from vidcap.jobconfig import load_job
+    from vidcap.tasks.spec import load_spec
 
     if not shards:
         return []
-    world = load_job(run).engine.tp_size
+    world = load_spec(run).needs().ranks
     with tempfile.TemporaryDirectory(prefix="vidcap-tp-") as tmp:
         folder = Path(tmp)
         outcomes_path = folder / "outcomes.json"

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from vidcap.engines import EngineConfig
+from vidcap.engines.hf_settings import HFSettings
 from vidcap.engines.hf import HFEngine
 from vidcap.engines.hf_load import DTYPES, load_model, load_processor, resolve_attn, resolve_dtype
 from vidcap.errors import UserError
@@ -64,7 +64,7 @@ class Groups:
     backend: str  # of the default group
 
 
-def rank_device(config: EngineConfig, env: RankEnv) -> torch.device:
+def rank_device(config: HFSettings, env: RankEnv) -> torch.device:
     """cuda:LOCAL_RANK when every GPU of the node is visible, cuda:0 when Slurm bound one GPU to this task;
     the CPU when asked or when there is no GPU."""
     want = torch.device(config.device) if config.device else \
@@ -104,7 +104,7 @@ def init_groups(env: RankEnv, device: torch.device, bounds: Bounds) -> Groups:
     return Groups(store=store, control=control, backend=backend)
 
 
-def load_rank_engine(config: EngineConfig, env: RankEnv, device: torch.device, groups: Groups) -> HFEngine:
+def load_rank_engine(config: HFSettings, env: RankEnv, device: torch.device, groups: Groups) -> HFEngine:
     """This rank's HFEngine over its shard of the model; every rank calls it at the same time."""
     if not config.model:
         raise UserError("no model given: pass a hub id or a local checkpoint folder")
@@ -115,10 +115,10 @@ def load_rank_engine(config: EngineConfig, env: RankEnv, device: torch.device, g
         model = _load_deepspeed(config, env, device, groups)
     else:
         model = _load_transformers(config, env, device)
-    return HFEngine(model, processor, config, device=device)
+    return HFEngine(config).attach(model, processor, device=device)
 
 
-def _load_deepspeed(config: EngineConfig, env: RankEnv, device: torch.device, groups: Groups) -> Any:
+def _load_deepspeed(config: HFSettings, env: RankEnv, device: torch.device, groups: Groups) -> Any:
     if importlib.util.find_spec("deepspeed") is None:
         raise UserError("--tp-backend deepspeed needs DeepSpeed: pip install deepspeed (DS_BUILD_OPS=0 on a "
                         "machine without CUDA), or use --tp-backend transformers")
@@ -189,7 +189,7 @@ def _has_submodule(module: Any, name: str) -> bool:
         return False
 
 
-def _load_transformers(config: EngineConfig, env: RankEnv, device: torch.device) -> Any:
+def _load_transformers(config: HFSettings, env: RankEnv, device: torch.device) -> Any:
     if importlib.util.find_spec("accelerate") is None:
         raise UserError("--tp-backend transformers needs the accelerate package (transformers refuses a "
                         "tp_plan without it): pip install accelerate")

@@ -63,26 +63,26 @@ class _Aborted(Exception):
 
 def _serve(run_dir: Path, shards: list[int], stop: threading.Event, env: RankEnv, bounds: Bounds,
            watchdog: Watchdog, progress: bool) -> list[ShardOutcome]:
-    from vidcap.jobconfig import check_engine, load_job
     from vidcap.run import RunDir
+    from vidcap.tasks.spec import load_spec
 
     run = RunDir.at(run_dir)
-    job = load_job(run)
-    if job.engine.tp_size != env.world_size:
-        raise UserError(f"this run was frozen with --tp-size {job.engine.tp_size} but {env.world_size} ranks "
+    job = load_spec(run)
+    if job.needs().ranks != env.world_size:
+        raise UserError(f"this run was frozen with --tp-size {job.needs().ranks} but {env.world_size} ranks "
                         "were started")
     with watchdog.busy("start-up (rendezvous, model loading)", bounds.start):
         from vidcap.parallel.load import init_groups, load_rank_engine, rank_device
         from vidcap.parallel.tp_engine import Channel
 
-        device = rank_device(job.engine, env)
+        device = rank_device(job.engine_settings, env)
         groups = init_groups(env, device, bounds)
         watchdog.attach_heartbeat(env.master_addr, env.master_port)
-        local = load_rank_engine(job.engine, env, device, groups)
+        local = load_rank_engine(job.engine_settings, env, device, groups)
         channel = Channel(groups.control, env.rank, env.world_size)
     try:
         if env.leader:
-            outcomes = _lead(run, shards, stop, job, local, channel, watchdog, bounds, progress, check_engine)
+            outcomes = _lead(run, shards, stop, job, local, channel, watchdog, bounds, progress)
         else:
             outcomes = _follow(local, channel, watchdog, bounds)
         _finish(groups, watchdog, bounds)
@@ -92,13 +92,13 @@ def _serve(run_dir: Path, shards: list[int], stop: threading.Event, env: RankEnv
 
 
 def _lead(run: Any, shards: list[int], stop: threading.Event, job: Any, local: Any, channel: Any,
-          watchdog: Watchdog, bounds: Bounds, progress: bool, check_engine: Any) -> list[ShardOutcome]:
+          watchdog: Watchdog, bounds: Bounds, progress: bool) -> list[ShardOutcome]:
     from vidcap.parallel.tp_engine import TensorParallelEngine
 
-    engine = TensorParallelEngine(local, channel, watchdog, bounds, job.engine.tp_backend)
+    engine = TensorParallelEngine(local, channel, watchdog, bounds, job.engine_settings.tp_backend)
     outcomes: list[ShardOutcome] = []
     try:
-        check_engine(engine, job)
+        engine.open(job)
         outcomes = run_shards(run, shards, engine, stop, progress)
     except BaseException as exc:
         code = UserError.exit_code if isinstance(exc, UserError) else 130 if isinstance(exc, KeyboardInterrupt) \

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from vidcap.engines.base import Caption, Engine, Sample
+from vidcap.engines.base import Engine, Result, Sample
 from vidcap.engines.batching import free_gpu_memory, is_out_of_memory
 from vidcap.parallel.env import Bounds
 from vidcap.parallel.watchdog import Watchdog
@@ -107,13 +107,13 @@ class Channel:
         return message
 
 
-def caption_together(engine: Engine, group: Any, world: int, samples: Sequence[Sample]) -> list[Caption]:
+def caption_together(engine: Engine, group: Any, world: int, samples: Sequence[Sample]) -> list[Result]:
     """Every rank: caption the same batch, then agree on the outcome (see the module docstring)."""
-    captions: list[Caption] | None = None
+    captions: list[Result] | None = None
     own: BaseException | None = None
     status, note = OK, ""
     try:
-        captions = engine.caption(samples)
+        captions = engine.run(samples)
     except Exception as exc:  # noqa: BLE001 - decided together below
         own = exc
         status = OUT_OF_MEMORY if is_out_of_memory(exc) else FAILED
@@ -151,7 +151,7 @@ class TensorParallelEngine(Engine):
         self.batches = 0
         self.model_s = 0.0
 
-    def caption(self, samples: Sequence[Sample]) -> list[Caption]:
+    def run(self, samples: Sequence[Sample]) -> list[Result]:
         if not samples:
             return []
         self.batches += 1
@@ -163,11 +163,12 @@ class TensorParallelEngine(Engine):
             finally:
                 self.model_s += time.perf_counter() - started
 
-    def check_prompt(self, prompt: str, num_frames: int, is_video: bool) -> None:
-        self.local.check_prompt(prompt, num_frames, is_video)
+    def open(self, spec: Any = None) -> None:
+        """Every rank loaded its part already; only the task's prompt is checked here (on rank 0)."""
+        self.local.open(spec)
 
-    def stats(self) -> dict[str, Any]:
-        stats = dict(self.local.stats())
+    def figures(self) -> dict[str, Any]:
+        stats = dict(self.local.figures())
         stats.update({
             "tp_size": self.channel.world, "tp_backend": self.backend, "tp_batches": self.batches,
             "tp_broadcast_s": round(self.channel.seconds, 4), "tp_broadcast_bytes": self.channel.sent_bytes,
@@ -202,7 +203,7 @@ def follow(engine: Engine, channel: Channel, watchdog: Watchdog, bounds: Bounds)
                 pass
 
 
-def _digest(captions: list[Caption] | None) -> str:
+def _digest(captions: list[Result] | None) -> str:
     if captions is None:
         return ""
     h = hashlib.sha256()

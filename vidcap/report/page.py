@@ -75,8 +75,8 @@ SKIPPED_WHY = {"throughput": "no rows written yet", "errors": "no failed rows", 
 def _page(facts: RunFacts, result: ReportResult) -> str:
     e = html.escape
     config = facts.config
-    job = config.get("job", {})
-    engine = job.get("engine", {})
+    from vidcap.tasks.spec import describe_run
+
     counts = facts.status_counts()
     at, _ = facts.times()
     span = float(at.max() - at.min()) if len(at) > 1 else 0.0
@@ -84,8 +84,7 @@ def _page(facts: RunFacts, result: ReportResult) -> str:
     summary = [
         ("run", str(facts.run.root)),
         ("manifest", f"{config['manifest']['path']} ({facts.rows:,} rows, {config['shards']['count']} shards)"),
-        ("engine", f"{engine.get('engine', '?')} {engine.get('model', '')}".strip()),
-        ("frames", f"{job.get('num_frames', '?')} per video, resize {job.get('resize')}"),
+        ("task", describe_run(config)),
         ("rows", "  ".join(f"{k} {v:,}" for k, v in counts.items())),
         ("rows written", f"{facts.written.num_rows:,} (every attempt)"),
         ("throughput", f"{len(at) / span:.2f} rows/s over {span:.1f} s" if span > 0 else "-"),

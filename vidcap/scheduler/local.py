@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import threading
 
-from vidcap.engines import create_engine
-from vidcap.jobconfig import check_engine, load_job
 from vidcap.run import RunDir
+from vidcap.tasks.spec import load_spec
 from vidcap.worker import ShardOutcome, run_shards, stop_on_signals
 
 
@@ -18,16 +17,16 @@ def run_local(run: RunDir, shards: list[int], progress: bool = True) -> list[Sha
     outcomes: list[ShardOutcome] = []
     if not shards:
         return outcomes
-    job = load_job(run)
-    if job.engine.tp_size > 1:  # N ranks on this machine share one model load across the shards
+    spec = load_spec(run)
+    if spec.needs().ranks > 1:  # N ranks on this machine share one model load across the shards
         from vidcap.parallel import run_shards_local
 
         return run_shards_local(run, shards, progress=progress)
     stop = threading.Event()
     with stop_on_signals(stop):
-        engine = create_engine(job.engine)
+        engine = spec.make_engine()
         try:
-            check_engine(engine, job)
+            engine.open(spec)
             outcomes = run_shards(run, shards, engine, stop, progress)
         finally:
             engine.close()

@@ -13,25 +13,29 @@ import stat
 import sys
 
 from vidcap.engines.api_key import ENV_VAR
-from vidcap.jobconfig import JobConfig
+from vidcap.tasks.spec import TaskSpec
 
 PREFLIGHT_TIMEOUT_S = 15.0
 
 
-def check_before_submit(job: JobConfig) -> None:
+def check_before_submit(spec: TaskSpec) -> None:
     """Raise a UserError for what would fail in every task; warn about what might; say where the key goes."""
-    if job.engine.engine != "openai":
+    if spec.engine != "openai":
         return
     from vidcap.engines.openai_api import ApiUnreachableError, OpenAIEngine
 
     # one try, bounded: the tasks retry with the run's own settings
-    quick = dataclasses.replace(job.engine, max_request_attempts=1,
-                                request_timeout_s=min(job.engine.request_timeout_s, PREFLIGHT_TIMEOUT_S))
+    settings = spec.engine_settings
+    quick = dataclasses.replace(settings, max_request_attempts=1,
+                                request_timeout_s=min(settings.request_timeout_s, PREFLIGHT_TIMEOUT_S))
+    engine = OpenAIEngine(quick)
     try:
-        OpenAIEngine.from_config(quick).close()
+        engine.open()
     except ApiUnreachableError as exc:  # compute nodes may reach what a login node cannot: the tasks will tell
         _warn(f"{exc}; submitting anyway (the tasks will stop at start if they cannot reach it either)")
-    _advise_on_key(job.engine.api_key_file)
+    finally:
+        engine.close()
+    _advise_on_key(settings.api_key_file)
 
 
 def _advise_on_key(api_key_file: str | None) -> None:

@@ -15,7 +15,7 @@ import time
 from tqdm import tqdm
 
 from vidcap.errors import UserError
-from vidcap.jobconfig import load_job
+from vidcap.tasks.spec import load_spec
 from vidcap.run import RunDir
 from vidcap.scheduler.preflight import check_before_submit
 from vidcap.scheduler.resources import SlurmResources
@@ -60,8 +60,8 @@ def active_shards(run: RunDir, shards: list[int]) -> dict[int, tuple[str, str]]:
 
 
 def submit_slurm(run: RunDir, shards: list[int], args: argparse.Namespace) -> Submission:
-    job = load_job(run)
-    tp = job.engine.tp_size
+    spec = load_spec(run)
+    tp = spec.needs().ranks
     resources = resources_from_args(args, tp_size=tp, saved=saved_resources(run))
     busy = active_shards(run, shards)
     for shard, (job_id, state) in sorted(busy.items()):
@@ -70,7 +70,7 @@ def submit_slurm(run: RunDir, shards: list[int], args: argparse.Namespace) -> Su
     if not todo:
         print(f"{run.root}: nothing to submit")
         return Submission("slurm", [])
-    check_before_submit(job)
+    check_before_submit(spec)
     config = run.load_config()
     config["submit"] = {"executor": "slurm", "resources": dataclasses.asdict(resources)}
     run.save_config(config)
