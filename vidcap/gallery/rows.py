@@ -93,7 +93,7 @@ def _from_run(run: RunDir, data_root: str | None) -> GalleryRows:
     from vidcap.manifest.reduce_run import merge_run
 
     config = run.load_config()
-    with tempfile.TemporaryDirectory(prefix=".gallery-merge-", dir=run.root) as tmp:
+    with tempfile.TemporaryDirectory(prefix="vidcap-gallery-merge-") as tmp:  # the run may be read-only
         merged = Path(tmp) / "merged.parquet"
         merge_run(run, merged)
         import pyarrow.parquet as pq
@@ -102,7 +102,7 @@ def _from_run(run: RunDir, data_root: str | None) -> GalleryRows:
     rules = paths_of(config)
     if data_root:
         rules = PathRules(rules.column, Path(data_root))
-    plan = frame_plan_of(config) or FramePlan(origin="defaults: the run has no job config")
+    plan = frame_plan_of(config) or FramePlan(origin="defaults: the run's task reads no frames, or has none yet")
     table = _normalise(table)
     return GalleryRows(table, config["manifest"]["key"], rules, plan, str(run.root), table.num_rows,
                        table.num_rows)

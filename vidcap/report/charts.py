@@ -60,13 +60,16 @@ def _groups(facts: RunFacts, shards: np.ndarray) -> tuple[np.ndarray, list[str]]
     present = np.unique(shards)
     if len(present) <= MAX_LINES:
         return np.searchsorted(present, shards), [f"shard {s}" for s in present]
-    hosts = {s: (facts.stats.get(int(s)) or {}).get("host", "?") for s in present}
-    if 1 < len(set(hosts.values())) <= MAX_LINES:
-        names = sorted(set(hosts.values()))
-        return np.array([names.index(hosts[s]) for s in shards]), [f"host {h}" for h in names]
-    counts = {s: int(np.count_nonzero(shards == s)) for s in present}
-    busiest = sorted(present, key=lambda s: -counts[s])[: MAX_LINES - 1]
-    group = np.array([busiest.index(s) if s in busiest else len(busiest) for s in shards])
+    hosts = [(facts.stats.get(int(s)) or {}).get("host", "?") for s in present]
+    if 1 < len(set(hosts)) <= MAX_LINES:
+        names = sorted(set(hosts))
+        by_shard = np.array([names.index(h) for h in hosts])
+        return by_shard[np.searchsorted(present, shards)], [f"host {h}" for h in names]
+    counts = np.bincount(np.searchsorted(present, shards), minlength=len(present))
+    busiest = present[np.argsort(-counts, kind="stable")[: MAX_LINES - 1]]
+    lookup = np.full(len(present), len(busiest))
+    lookup[np.searchsorted(present, busiest)] = np.arange(len(busiest))
+    group = lookup[np.searchsorted(present, shards)]
     return group, [f"shard {s}" for s in busiest] + [f"{len(present) - len(busiest)} other shards"]
 
 
