@@ -139,6 +139,8 @@ def _write_data(rows: GalleryRows, media: list[str], thumbs: dict[str, Thumbs], 
     columns = {name: table[name].to_pylist() for name in names}
     label_cols, tag_cols = rows.label_columns, rows.tag_columns
     caption = "text" if "text" in names else ""
+    errors = columns.get("error") or [None] * table.num_rows
+    captions = columns.get(caption) or [None] * table.num_rows
     # tag values worth a filter entry: the most frequent of each column
     kept: dict[str, set[str]] = {}
     for col in tag_cols:
@@ -165,7 +167,7 @@ def _write_data(rows: GalleryRows, media: list[str], thumbs: dict[str, Thumbs], 
             thumb = thumbs.get(media[i]) if media[i] else Thumbs(error=f"no {rows.paths.column} in this row")
             record = {
                 "k": _display(columns[rows.key][i]), "p": _display(columns[rows.paths.column][i]), "s": status,
-                "e": _display(columns.get("error", [None] * n)[i]), "t": _display(columns[caption][i]) if caption else "",
+                "e": _display(errors[i]), "t": _display(captions[i]),
                 "l": labels, "g": {c: v for c, v in tags.items() if v},
                 "f": thumb.files, "fe": thumb.error, "w": thumb.width, "h": thumb.height, "seen": thumb.seen,
                 "c": [_display(columns[name][i]) for name in names],
