@@ -36,7 +36,7 @@ from vidcap.gallery import build_gallery
 from vidcap.manifest.split import load_shard
 from vidcap.results import ResultWriter, result_rows
 from vidcap.run import RunDir
-from vidcap.synth import make_video
+from vidcap.fixtures.synth import make_video
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache" / "bench" / "gallery"
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -2,9 +2,10 @@
 
 It answers from the images it receives, so a test can tell which video a caption came from: for each
 image, its size and mean colour ("2 images: 64x48 rgb(16,40,88); 64x48 rgb(40,40,88)"), and for a frame of
-a synthetic video (vidcap.synth) the seed and frame index drawn into it ("... seed 7 frame 3"). It can require
+a synthetic video (vidcap.fixtures.synth) the seed and frame index drawn into it ("... seed 7 frame 3"). It can require
 an API key (401 otherwise, echoing the key it got, as a careless server might), add a fixed latency, and
-inject faults chosen per request by a rule the test gives. It counts requests, requests in flight (the
+inject faults chosen per request by a rule the test gives. A text-only request (tags from a caption) is
+answered with a known tag list, by default `tags_for(caption)`: the caption's distinct words, as JSON. It counts requests, requests in flight (the
 most at once, too) and logs when each request arrived. Run it with `with FakeOpenAIServer(...) as server:`.
 """
 
@@ -27,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image, ImageStat
 
-from vidcap.synth import frame_signature
+from vidcap.fixtures.synth import frame_signature
 
 #: the faults a rule may ask for
 FAULTS = ("429", "quota", "500", "503", "slow", "drop", "malformed", "not_completion", "refusal",
@@ -69,11 +70,31 @@ def describe_images(urls: list[str]) -> str:
     return f"{len(urls)} images: " + "; ".join(parts)
 
 
+def caption_of(prompt: str) -> str:
+    """The caption inside a tag prompt: after the last "Description:" (the built-in prompts), else the last
+    paragraph."""
+    if "Description:" in prompt:
+        return prompt.rsplit("Description:", 1)[1].strip()
+    return prompt.rsplit("\n\n", 1)[-1].strip()
+
+
+def tags_for(caption: str) -> list[str]:
+    """The known tags of a caption: its distinct lowercase words, letters and digits only, in order."""
+    words = ["".join(c for c in word if c.isalnum()) for word in caption.lower().split()]
+    return list(dict.fromkeys(w for w in words if w))
+
+
+def answer_tags(prompt: str) -> str:
+    return json.dumps(tags_for(caption_of(prompt)))
+
+
 class FakeOpenAIServer:
     def __init__(self, *, api_key: str | None = None, latency_s: float = 0.0, faults: FaultRule | None = None,
                  retry_after: str | Callable[[], str] | None = "1", slow_s: float = 2.0,
-                 models: tuple[str, ...] = ("gpt-4o", "gpt-4o-mini")) -> None:
+                 models: tuple[str, ...] = ("gpt-4o", "gpt-4o-mini"),
+                 text_answer: Callable[[str], str] = answer_tags) -> None:
         self.api_key = api_key
+        self.text_answer = text_answer
         self.latency_s = latency_s
         self.faults = faults
         self.retry_after = retry_after
@@ -169,10 +190,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
         request = json.loads(body)
         content = request["messages"][0]["content"]
+        if isinstance(content, str):  # a text-only message
+            content = [{"type": "text", "text": content}]
         prompt = "".join(part["text"] for part in content if part["type"] == "text")
         urls = [part["image_url"]["url"] for part in content if part["type"] == "image_url"]
         digest = hashlib.sha256(json.dumps([prompt, urls]).encode()).hexdigest()
-        answer = describe_images(urls)
+        answer = describe_images(urls) if urls else self.fake.text_answer(prompt)
         info = self.fake._arrive(digest, prompt, answer)
         self._flying = True
         try:

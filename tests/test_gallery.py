@@ -1,7 +1,7 @@
 """`vidcap gallery`: the static review folder, opened from disk in a real headless Chromium.
 
 Thumbnails are checked against the frames the model saw: the synthetic clips carry their seed and frame
-index in every frame (vidcap.synth), so thumbnail i of clip s must read back as (s, index of the run's
+index in every frame (vidcap.fixtures.synth), so thumbnail i of clip s must read back as (s, index of the run's
 i-th sampled frame).
 """
 
@@ -19,7 +19,7 @@ from PIL import Image
 from vidcap.cli import main
 from vidcap.frames import sample_indices
 from vidcap.gallery.thumbs import thumb_name
-from vidcap.synth import frame_signature, make_video
+from vidcap.fixtures.synth import frame_signature, make_video
 
 READY = "document.body.dataset.ready === '1'"
 

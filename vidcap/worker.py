@@ -11,9 +11,6 @@ inside each batch, never shifted by a failure beside them.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import sys
 import threading
 import time
@@ -29,15 +26,14 @@ from vidcap.engines.base import Engine, Result, Sample
 from vidcap.engines.batching import run_batch
 from vidcap.manifest.resolve import best_per_key
 from vidcap.manifest.split import load_shard
-from vidcap.results import RESULT_COLUMNS, STATUS_ERROR, STATUS_OK, ResultWriter, read_results, result_rows
+from vidcap.results import (RESULT_COLUMNS, STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, ResultWriter, read_results,
+                            result_rows)
 from vidcap.run import RunDir
-from vidcap.signals import signal_sets_event
+from vidcap.signals import stop_on_signals
+from vidcap.stats import ShardStats
 from vidcap.sources import source_class
 from vidcap.tasks.base import AnswerError, Task
 from vidcap.tasks.spec import TaskSpec, load_spec
-
-STATS_EVERY_S = 10.0
-
 
 @dataclass
 class ShardOutcome:
@@ -47,14 +43,16 @@ class ShardOutcome:
 
 
 def rows_to_do(run: RunDir, index: int, shard: pa.Table, key: str, max_attempts: int) -> tuple[pa.Table, int, int]:
-    """Shard rows that still need an answer: no `ok` result yet and fewer than `max_attempts` failures.
+    """Shard rows that still need an answer: no `ok` (or `skipped`: nothing to do) result yet and fewer than
+    `max_attempts` failures.
 
     Returns (rows, already ok, given up)."""
     best = best_per_key(read_results(run, index), key="key")
     if best.num_rows == 0:
         return shard, 0, 0
-    ok_keys = best.filter(pc.equal(best["status"], STATUS_OK))["key"]
-    spent_keys = best.filter(pc.and_(pc.not_equal(best["status"], STATUS_OK),
+    final = pc.is_in(best["status"], value_set=pa.array([STATUS_OK, STATUS_SKIPPED]))
+    ok_keys = best.filter(final)["key"]
+    spent_keys = best.filter(pc.and_(pc.invert(final),
                                      pc.greater_equal(best["failures"], max_attempts)))["key"]
     done = pc.is_in(shard[key], value_set=ok_keys)
     spent = pc.is_in(shard[key], value_set=spent_keys)
@@ -62,102 +60,9 @@ def rows_to_do(run: RunDir, index: int, shard: pa.Table, key: str, max_attempts:
     return todo, pc.sum(done).as_py() or 0, pc.sum(spent).as_py() or 0
 
 
-@contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM/SIGINT/SIGUSR2 set `stop` instead of killing the process mid-write (main thread only).
-
-    USR2 is Slurm's "time limit (or preemption) is near" (slurm/caption_array.sbatch passes it on); it is
-    blocked in the frame readers, which would die of it (see vidcap.signals)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {}
-
-    def handler(signum: int, frame: object) -> None:
-        if stop.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C means now
-        # os.write, not print: a handler may run in the middle of the progress bar's own write to stderr
-        os.write(2, f"\nvidcap: {signal.Signals(signum).name}: stopping after the batch in flight\n".encode())
-        stop.set()  # the main thread never waits on this event, so setting it here cannot deadlock
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous[sig] = signal.signal(sig, handler)
-    try:
-        # a USR2 once the shard is over is ignored: its default action would kill a process whose work is done
-        late = signal.SIG_IGN if signal.getsignal(signal.SIGUSR2) in (signal.SIG_DFL, None) else None
-        with signal_sets_event(signal.SIGUSR2, stop, "\nvidcap: SIGUSR2: stopping after the batch in flight\n", late):
-            yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-class Counters:
-    """Figures that add up (datatrove's stat_update): a counter is created by its first `count`."""
-
-    def __init__(self, **start: Any) -> None:
-        self.data: dict[str, Any] = dict(start)
-
-    def count(self, name: str, value: float = 1) -> None:
-        self.data[name] = (self.data.get(name) or 0) + value
-
-    @contextmanager
-    def timed(self, name: str) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.count(name, time.perf_counter() - started)
-
-
-#: per-row figures of the engine (Result.extra) summed into the shard stats
-SUMMED_EXTRAS = ("cost_usd",)
-
-
-class ShardStats(Counters):
-    """Figures of one shard attempt, written to RUN/stats/ while it runs (every STATS_EVERY_S) and at the end."""
-
-    def __init__(self, run: RunDir, index: int, total: int, done_before: int, given_up: int, todo: int) -> None:
-        self.run, self.index = run, index
-        self.started = time.time()
-        super().__init__(
-            shard=index, host=socket.gethostname(), pid=os.getpid(), started_at=self.started, rows_total=total,
-            rows_ok_before=done_before, rows_given_up=given_up, rows_todo=todo, rows_ok=0, rows_error=0,
-            prompt_tokens=0, generated_tokens=0, read_wait_s=0.0, model_s=0.0, batches=0, finished=False,
-            stopped=False,
-            cost_usd=None,  # this attempt's rows; `vidcap status` adds up every attempt's from the results
-        )
-        self._written = 0.0
-
-    def add_rows(self, rows: list[dict[str, Any]]) -> None:
-        self.count("batches")
-        for row in rows:
-            self.count("rows_ok" if row["status"] == STATUS_OK else "rows_error")
-            self.count("prompt_tokens", row.get("prompt_tokens") or 0)
-            self.count("generated_tokens", row.get("generated_tokens") or 0)
-            for name in SUMMED_EXTRAS:
-                if row.get(name) is not None:
-                    self.count(name, row[name])
-
-    def write(self, figures: dict[str, Any] | None = None, force: bool = False, **final: Any) -> dict[str, Any]:
-        now = time.time()
-        if not force and now - self._written < STATS_EVERY_S:
-            return self.data
-        d = self.data
-        d.update(final)
-        d["updated_at"] = now
-        d["seconds"] = now - self.started
-        processed = d["rows_ok"] + d["rows_error"]
-        d["videos_per_s"] = processed / d["seconds"] if d["seconds"] > 0 else 0.0
-        d.update(figures or {})
-        self.run.write_stats(self.index, d)
-        self._written = now
-        return d
-
-
 def batch_rows(samples: list[Sample], engine: Engine, task: Task) -> list[dict[str, Any]]:
     """Run the readable samples of one batch; one result row per sample (without `key`), in samples' order."""
-    readable = [s for s in samples if not s.error]
+    readable = [s for s in samples if not s.error and not s.skip]
     for sample in readable:
         sample.prompt = task.prompt_for(sample)
     started = time.perf_counter()
@@ -171,7 +76,8 @@ def batch_rows(samples: list[Sample], engine: Engine, task: Task) -> list[dict[s
     for sample in samples:
         result = answers.get(id(sample))
         if result is None:
-            rows.append({**task.error_values, "status": STATUS_ERROR, "error": sample.error or "unreadable"})
+            status = STATUS_SKIPPED if sample.skip and not sample.error else STATUS_ERROR
+            rows.append({**task.error_values, "status": status, "error": sample.error or sample.skip or "unreadable"})
             continue
         row = task_row(task, sample, result)
         row.update(seconds=share, prompt_tokens=result.prompt_tokens, generated_tokens=result.generated_tokens)
@@ -190,11 +96,17 @@ def task_row(task: Task, sample: Sample, result: Result) -> dict[str, Any]:
     try:
         values = task.values(sample, result)
     except AnswerError as exc:
-        return {**task.error_values, "status": STATUS_ERROR, "error": str(exc) or "unusable answer"}
+        values = {**task.error_values, **exc.values}
+        _check_declared(task, values)
+        return {**values, "status": STATUS_ERROR, "error": str(exc) or "unusable answer"}
+    _check_declared(task, values)
+    return {**values, "status": STATUS_OK, "error": ""}
+
+
+def _check_declared(task: Task, values: dict[str, Any]) -> None:
     unknown = set(values) - set(task.columns.names)
     if unknown:
         raise RuntimeError(f"task {task.name!r} returned columns it does not declare: {sorted(unknown)}")
-    return {**values, "status": STATUS_OK, "error": ""}
 
 
 def run_shard(

@@ -20,6 +20,7 @@ __all__ = ["Caption", "Engine", "Needs", "Result", "Sample", "ENGINES", "create_
 #: engine name -> "module:Class"
 ENGINES: dict[str, str] = {
     "hf": "vidcap.engines.hf:HFEngine",
+    "hf-text": "vidcap.engines.hf_text:HFTextEngine",
     "openai": "vidcap.engines.openai_api:OpenAIEngine",
     "noop": "vidcap.engines.noop:NoopEngine",
 }

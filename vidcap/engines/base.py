@@ -34,7 +34,9 @@ FRAMES, TEXT = "frames", "text"
 class Sample:
     """One row's input: RGB uint8 frames (H, W, 3) of a video or an image, and/or a text, plus the prompt.
 
-    `error` is set by the source when the row could not be read (the sample then never reaches an engine)."""
+    `error` is set by the source when the row could not be read, `skip` (the reason) when it holds nothing to
+    do, such as an empty caption: either way the sample never reaches an engine, and its row is an `error` or a
+    `skipped` row."""
 
     key: str
     frames: list[np.ndarray] | None = None
@@ -42,6 +44,7 @@ class Sample:
     is_video: bool = True
     text: str | None = None
     error: str = ""
+    skip: str = ""
 
 
 @dataclass
@@ -116,8 +119,9 @@ class Engine(abc.ABC):
         return Needs()
 
     @classmethod
-    def preflight(cls, settings: Any) -> None:
-        """Raise `UserError` for settings that cannot work, before anything is frozen or submitted."""
+    def preflight(cls, settings: Any, spec: "TaskSpec | None" = None) -> None:
+        """Raise `UserError` for what cannot work (a model folder that is not there, a prompt too long for the
+        model), on the submitting machine before the run is frozen: no GPU, no weights, no network."""
 
     def open(self, spec: "TaskSpec | None" = None) -> None:
         """Load what `run` needs, and refuse (UserError) a task it cannot serve, e.g. a prompt too long."""

@@ -1,7 +1,8 @@
 """The OpenAI-compatible API engine: GPT-4o / GPT-4V, or your own server speaking chat completions (vLLM,
-SGLang), through the official `openai` client.
+SGLang), through the official `openai` client. A frames sample goes as its prompt and K JPEG frames; a text
+sample (a caption to draw tags from) as one text-only user message, its prompt.
 
-One `caption()` call sends the whole batch from an asyncio loop the engine owns: at most `concurrency`
+One `run()` call sends the whole batch from an asyncio loop the engine owns: at most `concurrency`
 requests in flight, starts kept under the requests-per-minute cap, each request retried on 429, 5xx,
 timeouts, dropped connections and malformed answers with backoff (see `api_retry`) up to a bounded number
 of attempts, after which that row, and only that row, is an error with the reason. A refusal, a
@@ -48,7 +49,7 @@ from vidcap.engines.api_key import redact, resolve_api_key
 from vidcap.engines.api_pricing import price_for
 from vidcap.engines.api_ratelimit import RequestGate
 from vidcap.engines.api_retry import RetryPolicy, parse_retry_after
-from vidcap.engines.base import FRAMES, Engine, Result, Sample
+from vidcap.engines.base import FRAMES, TEXT, Engine, Result, Sample
 from vidcap.errors import UserError
 from vidcap.settings import operational
 
@@ -131,7 +132,7 @@ class OpenAISettings:
 
 class OpenAIEngine(Engine):
     name = "openai"
-    accepts = frozenset({FRAMES})
+    accepts = frozenset({FRAMES, TEXT})
     Settings = OpenAISettings
 
     def __init__(self, settings: OpenAISettings | None = None, *, api_key: str | None = None,
@@ -144,7 +145,7 @@ class OpenAIEngine(Engine):
             self.connect(api_key)
 
     @classmethod
-    def preflight(cls, settings: OpenAISettings) -> None:
+    def preflight(cls, settings: OpenAISettings, spec: "TaskSpec | None" = None) -> None:
         """The key must be at hand (environment or key file); the settings checked themselves when built."""
         resolve_api_key(settings.api_key_file)
 
@@ -235,14 +236,17 @@ class OpenAIEngine(Engine):
             raise
 
     async def _caption_one(self, sample: Sample) -> Result:
-        if not sample.frames:  # a text-only request would come back with a caption of nothing
+        if sample.text is not None and not sample.frames:  # a text sample: the task's prompt holds the text
+            messages: list[dict[str, Any]] = [{"role": "user", "content": sample.prompt or sample.text}]
+        elif not sample.frames:  # a frames request without frames would come back with a caption of nothing
             return self._finish(sample, Result(error="no frames to send"), time.monotonic(), 0)
-        # Encode before taking a request slot, so JPEG work (in threads) runs ahead of the requests instead
-        # of delaying them; the batch's JPEGs are small next to the raw frames the batch already holds.
-        try:
-            messages = await asyncio.to_thread(chat_messages, sample.prompt, sample.frames, **self._image)
-        except ValueError as exc:
-            return self._finish(sample, Result(error=f"cannot encode frames: {exc}"), time.monotonic(), 0)
+        else:
+            # Encode before taking a request slot, so JPEG work (in threads) runs ahead of the requests instead
+            # of delaying them; the batch's JPEGs are small next to the raw frames the batch already holds.
+            try:
+                messages = await asyncio.to_thread(chat_messages, sample.prompt, sample.frames, **self._image)
+            except ValueError as exc:
+                return self._finish(sample, Result(error=f"cannot encode frames: {exc}"), time.monotonic(), 0)
         began = 0.0  # first slot taken: latency counts retries, not the queue before
         prompt_tokens = completion_tokens = 0
         attempt = 0

@@ -39,7 +39,7 @@ def build_report(run: RunDir, out: str | os.PathLike[str]) -> ReportResult:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise UserError("vidcap report needs matplotlib (pip install 'vidcap[report]')") from None
+        raise UserError("vidcap report needs matplotlib (pip install 'vidcap[charts]')") from None
     out = Path(out).expanduser().absolute()
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).is_file())):
         raise UserError(f"{out}: exists and is not a vidcap report; choose an empty or new --out folder")

@@ -22,6 +22,6 @@ class TextSource(Source):
     def batches(self, size: int) -> Iterator[list[Sample]]:
         texts = self.rows[self.column].to_pylist()
         samples = (Sample(key=key, text=str(text)) if text is not None and str(text).strip()
-                   else Sample(key=key, error=f"no text in column {self.column!r}")
+                   else Sample(key=key, skip=f"no text in column {self.column!r}")
                    for key, text in zip(self.keys, texts))
         return chunks(samples, size)

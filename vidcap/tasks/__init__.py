@@ -18,6 +18,7 @@ __all__ = ["AnswerError", "FramePlan", "TASKS", "Task", "task_class", "task_sett
 #: task name -> "module:Class"
 TASKS: dict[str, str] = {
     "caption": "vidcap.tasks.caption:CaptionTask",
+    "tag": "vidcap.tasks.tag:TagTask",
 }
 
 

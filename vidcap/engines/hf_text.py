@@ -1,0 +1,93 @@
+"""The Hugging Face text engine: a causal chat LM answers each text sample (tags from a caption, say).
+
+A thin `Engine` around `hf_chat.ChatGenerator` (chat template, left padding, greedy decoding): the worker
+hands it text samples whose `prompt` the task built from the row's text; out-of-memory halving is the
+worker's (`engines.batching.run_batch`), as for every engine. `--engine hf` of `vidcap tag` is this engine.
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from vidcap.engines.base import TEXT, Engine, Needs, Result, Sample
+from vidcap.errors import UserError
+from vidcap.settings import operational
+
+DEFAULT_MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
+
+
+@dataclass(frozen=True)
+class HFTextSettings:
+    model: str = DEFAULT_MODEL  # hub id or local checkpoint folder of a chat (instruct) model
+    max_new_tokens: int = 128  # a tag list is short; an answer cut here is usually unparsable
+    dtype: str | None = None  # bf16, fp16, fp32; default bf16 on CUDA, fp32 on CPU
+    attn: str | None = operational(None)
+    device: str | None = operational(None)
+    tp_size: int = operational(1)
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise UserError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
+        if self.tp_size < 1:
+            raise UserError(f"--tp-size must be at least 1, got {self.tp_size}")
+
+
+class HFTextEngine(Engine):
+    name = "hf-text"
+    accepts = frozenset({TEXT})
+    Settings = HFTextSettings
+
+    def __init__(self, settings: HFTextSettings | None = None) -> None:
+        super().__init__(settings)
+        self.generator: Any = None
+
+    @classmethod
+    def needs(cls, settings: HFTextSettings) -> Needs:
+        return Needs(ranks=1, gpus_per_rank=0 if settings.device == "cpu" else 1)
+
+    @classmethod
+    def preflight(cls, settings: HFTextSettings, spec: Any = None) -> None:
+        if not settings.model:
+            raise UserError("no model given: pass a hub id or a local checkpoint folder of a chat model")
+        if settings.tp_size > 1:
+            raise UserError("--tp-size > 1 is not available for the text engine yet: an 8B chat model fits one "
+                            "GPU; run more shards in parallel instead")
+
+    def open(self, spec: Any = None) -> None:
+        """Load the model and tokenizer once; refuse a prompt that leaves no room for the answer."""
+        if self.generator is None:
+            from vidcap.engines.hf_chat import ChatGenerator, load_chat_model, load_chat_tokenizer
+
+            self.preflight(self.settings)
+            s = self.settings
+            tokenizer = load_chat_tokenizer(s.model)
+            model = load_chat_model(s.model, device=s.device, dtype=s.dtype, attn=s.attn)
+            self.generator = ChatGenerator(model, tokenizer, s.max_new_tokens, name=s.model)
+        prompt = getattr(spec, "prompt", "") if spec is not None else ""
+        if prompt:
+            self.generator.check_fits(prompt)
+
+    def run(self, samples: Sequence[Sample]) -> list[Result]:
+        if not samples:
+            return []
+        if self.generator is None:
+            self.open()
+        answers = self.generator.generate([s.prompt or s.text or "" for s in samples])
+        return [Result(text=a.text, prompt_tokens=a.prompt_tokens, generated_tokens=a.generated_tokens,
+                       error=a.error, finish_reason=a.finish_reason) for a in answers]
+
+    def figures(self) -> dict[str, Any]:
+        return self.generator.figures() if self.generator is not None else {"model": self.settings.model}
+
+    def close(self) -> None:
+        if self.generator is None:
+            return
+        cuda = self.generator.device.type == "cuda"
+        self.generator = None
+        gc.collect()
+        if cuda:
+            import torch
+
+            torch.cuda.empty_cache()
