@@ -4,6 +4,7 @@ the page shows them in a real headless Chromium with a clean console."""
 from __future__ import annotations
 
 import csv
+import os
 import re
 
 import numpy as np
@@ -96,3 +97,47 @@ def test_report_draws_tag_and_motion_distributions(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is not a vidcap report" in err
     assert np.isfinite(facts.times()[0]).all()
+
+
+@pytest.mark.timeout(300)
+def test_tags_of_a_real_tag_run_in_the_report_and_the_gallery(api_run, tmp_path, chromium, capsys):
+    """`vidcap tag` over the captions the run wrote (the test server answers each caption's own words as
+    its tags), then a report of the tag run and a gallery of its output: the counts are the known ones."""
+    from collections import Counter
+
+    from openai_server import FakeOpenAIServer, tags_for
+    from page_fixtures import KEY, meta
+
+    captions = tmp_path / "captions.csv"
+    rows = list(csv.DictReader(open(api_run["output"], encoding="utf-8")))
+    with open(captions, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["path", "text", "seed"])
+        writer.writeheader()
+        for row in rows:  # the clips' own paths, so the gallery can show their frames
+            writer.writerow({"path": str(api_run["videos"] / row["path"]), "text": row["text"], "seed": row["seed"]})
+    output = tmp_path / "tags.parquet"
+    os.environ["OPENAI_API_KEY"] = KEY
+    try:
+        with FakeOpenAIServer(api_key=KEY) as server:
+            assert main(["tag", str(captions), "--key", "objects", "--output", str(output), "--engine", "openai",
+                         "--model", "gpt-4o", "--api-base", server.base_url, "--shards", "2"]) == 0
+    finally:
+        os.environ.pop("OPENAI_API_KEY", None)
+    expected = Counter(t for r in rows if r["text"].strip() for t in tags_for(r["text"]))
+    run = RunDir.at(tmp_path / "tags.run")
+    found = dict(collect(run).tag_counts()["objects"])
+    assert found == dict(expected)
+    out = tmp_path / "report"
+    assert main(["report", str(run.root), "--out", str(out)]) == 0
+    check_png(out / "tags.png")
+    check_png(out / "tokens_cost.png")
+
+    gallery = tmp_path / "gallery"
+    assert main(["gallery", str(output), "--out", str(gallery), "--page-size", "20", "--no-progress"]) == 0
+    assert meta(gallery)["tagColumns"] == ["objects"]
+    top, n = expected.most_common(1)[0]
+    chromium.get((gallery / "index.html").as_uri() + "#tag=objects%01" + top)
+    wait_for(chromium, "document.body.dataset.ready === '1'")
+    keys = chromium.execute_script("return Array.from(document.querySelectorAll('.card')).map(c => c.dataset.key)")
+    assert len(keys) == n == sum(1 for r in rows if top in tags_for(r["text"]))
+    assert console_errors(chromium) == []
