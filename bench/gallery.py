@@ -193,7 +193,8 @@ def main() -> int:
                       f"{size / 1e3:.0f} kB of data)   status=ok page 10 {timings[name][1]:7.0f} ms   "
                       f"search scanning every chunk {timings[name][2]:7.0f} ms")
             small, large = timings[small_name], timings[big_name]
-            print(f"  ratio {big_name} / {small_name} rows: first page {large[0] / small[0]:.2f}x   filtered page {large[1] / small[1]:.2f}x"
+            print(f"  ratio {big_name} / {small_name} rows: first page {large[0] / small[0]:.2f}x   "
+                  f"filtered page {large[1] / small[1]:.2f}x"
                   f"   full-scan search {large[2] / small[2]:.1f}x (rows: {args.big / args.videos:.0f}x)")
         finally:
             browser.quit()

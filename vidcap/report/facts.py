@@ -65,7 +65,8 @@ class RunFacts:
                 if pa.types.is_list(column.type):
                     values = pc.list_flatten(column)
                 else:  # comma-separated text
-                    values = pa.array([t.strip() for v in column.to_pylist() for t in (v or "").split(",") if t.strip()])
+                    values = pa.array([t.strip() for v in column.to_pylist()
+                                       for t in (v or "").split(",") if t.strip()], pa.string())
                 counts = _value_counts(values)
                 if counts:
                     found[name] = sorted(counts.items(), key=lambda item: (-item[1], item[0]))

@@ -22,7 +22,8 @@ STYLE = """
 body { font: 14px/1.4 system-ui, "DejaVu Sans", sans-serif; margin: 16px 24px; color: #1f2328; max-width: 1100px; }
 h1 { font-size: 20px; margin-bottom: 4px; } h2 { font-size: 16px; margin-top: 28px; }
 table { border-collapse: collapse; margin: 8px 0; } td, th { border-bottom: 1px solid #d7d9dd; padding: 3px 10px;
-text-align: left; vertical-align: top; } th { background: #f6f8fa; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
+text-align: left; vertical-align: top; } th { background: #f6f8fa; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; }
 figure { margin: 16px 0; } figcaption { color: #57606a; font-size: 13px; } .note { color: #57606a; }
 """
 
@@ -88,7 +89,8 @@ def _page(facts: RunFacts, result: ReportResult) -> str:
         ("rows", "  ".join(f"{k} {v:,}" for k, v in counts.items())),
         ("rows written", f"{facts.written.num_rows:,} (every attempt)"),
         ("throughput", f"{len(at) / span:.2f} rows/s over {span:.1f} s" if span > 0 else "-"),
-        ("tokens", f"{facts.sum_written('prompt_tokens') or 0:,} in, {facts.sum_written('generated_tokens') or 0:,} out"),
+        ("tokens", f"{facts.sum_written('prompt_tokens') or 0:,} in, "
+                   f"{facts.sum_written('generated_tokens') or 0:,} out"),
         ("cost", f"${cost:.4f} (every attempt)" if cost else "none recorded"),
     ]
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>vidcap report: {e(facts.run.root.name)}"
