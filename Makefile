@@ -20,12 +20,13 @@ ARGS ?=
 # one shell word, whatever the value holds (spaces, quotes, $): $(call q,$(MANIFEST))
 q = '$(subst ','\'',$(1))'
 
-.PHONY: help setup test demo submit status resume merge bench cluster-up cluster-down clean
+.PHONY: help setup browser test demo submit status resume merge bench cluster-up cluster-down clean
 
 help:
 	@echo "make setup        create .venv (torch==2.13.0 CPU first, then vidcap with every extra)"
 	@echo "make demo         caption sample videos end to end with a tiny random model (local executor)"
-	@echo "make test         setup + test Slurm cluster + the whole test suite"
+	@echo "make test         setup + test Slurm cluster + headless Chromium + the whole test suite"
+	@echo "make browser      apt-get install chromium chromium-driver when missing (for the page tests)"
 	@echo "make submit       MANIFEST=... MODEL=... [RUN=...] [SHARDS=8] [PROFILE=slurm/profiles/x.toml] [ARGS=...]"
 	@echo "make status|resume|merge RUN=..."
 	@echo "make bench        run the benchmarks in bench/"
@@ -40,8 +41,14 @@ $(STAMP): pyproject.toml constraints.txt
 	DS_BUILD_OPS=0 $(BIN)/python -m pip install -q -c constraints.txt -e '.[all,test]'
 	@touch $(STAMP)
 
-test: setup cluster-up
-	VIDCAP_REQUIRE_SLURM=1 $(BIN)/python -m pytest -q
+# the page tests drive Debian's Chromium through chromium-driver (Playwright's own browser download is offline here)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver; }
+
+test: setup cluster-up browser
+	VIDCAP_REQUIRE_SLURM=1 VIDCAP_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q
 
 demo: setup
 	$(BIN)/python -m vidcap demo --dir demo

@@ -54,6 +54,8 @@ RESULT_SCHEMA = pa.schema(
     ]
 )
 RESULT_COLUMNS = RESULT_SCHEMA.names
+#: unix time at which the store committed a row's batch (added by `ResultWriter.append`)
+WRITTEN_AT = "written_at"
 _DEFAULTS = {"error": "", "seconds": 0.0, "prompt_tokens": 0, "generated_tokens": 0}
 
 
@@ -273,6 +275,8 @@ class ResultWriter:
         """Commit one batch: when this returns, the rows survive a kill of this process or of the node."""
         if table.num_rows == 0:
             return
+        if WRITTEN_AT not in table.column_names:  # when each row was committed: throughput over time
+            table = table.append_column(WRITTEN_AT, pa.array([time.time()] * table.num_rows, pa.float64()))
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as stream:
             stream.write_table(table)
