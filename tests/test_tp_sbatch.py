@@ -20,7 +20,7 @@ from vidcap.cli import main
 from vidcap.results import read_results
 from vidcap.run import RunDir
 from vidcap.scheduler.slurm import job_states, wait_for_jobs
-from vidcap.tiny_models import make_tiny_model
+from vidcap.fixtures.tiny_models import make_tiny_model
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_job_env")]
