@@ -17,6 +17,8 @@ EXECUTOR ?= slurm
 SHARDS ?= 8
 PROFILE ?=
 ARGS ?=
+# one shell word, whatever the value holds (spaces, quotes, $): $(call q,$(MANIFEST))
+q = '$(subst ','\'',$(1))'
 
 .PHONY: help setup test demo submit status resume merge bench cluster-up cluster-down clean
 
@@ -46,17 +48,18 @@ demo: setup
 
 submit: setup
 	@test -n "$(MODEL)" || { echo "make submit needs MODEL=... (e.g. llava-hf/llava-v1.6-mistral-7b-hf)"; exit 2; }
-	$(BIN)/vidcap submit $(MANIFEST) --run $(RUN) --engine $(ENGINE) --model $(MODEL) --shards $(SHARDS) \
-		--executor $(EXECUTOR) $(if $(PROFILE),--profile $(PROFILE)) $(ARGS)
+	$(BIN)/vidcap submit $(call q,$(MANIFEST)) --run $(call q,$(RUN)) --engine $(call q,$(ENGINE)) \
+		--model $(call q,$(MODEL)) --shards $(call q,$(SHARDS)) --executor $(call q,$(EXECUTOR)) \
+		$(if $(PROFILE),--profile $(call q,$(PROFILE))) $(ARGS)
 
 status: setup
-	$(BIN)/vidcap status $(RUN)
+	$(BIN)/vidcap status $(call q,$(RUN))
 
 resume: setup
-	$(BIN)/vidcap resume $(RUN) $(ARGS)
+	$(BIN)/vidcap resume $(call q,$(RUN)) $(ARGS)
 
 merge: setup
-	$(BIN)/vidcap merge $(RUN) --output $(RUN)/captions.csv
+	$(BIN)/vidcap merge $(call q,$(RUN)) --output $(call q,$(RUN)/captions.csv)
 
 bench: setup
 	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -34,7 +34,7 @@ import av
 import numpy as np
 
 from vidcap.frames import read_frames, sample_indices
-from vidcap.synth import frame_signature, make_video
+from vidcap.fixtures.synth import frame_signature, make_video
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache" / "bench"
 NUM_FRAMES = 3

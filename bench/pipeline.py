@@ -27,8 +27,8 @@ from vidcap.tasks.spec import SourceSettings, TaskSpec, freeze_spec  # noqa: E40
 from vidcap.manifest.split import split  # noqa: E402
 from vidcap.prefetch import Prefetcher  # noqa: E402
 from vidcap.run import RunDir  # noqa: E402
-from vidcap.synth import make_video  # noqa: E402
-from vidcap.tiny_models import make_tiny_model  # noqa: E402
+from vidcap.fixtures.synth import make_video  # noqa: E402
+from vidcap.fixtures.tiny_models import make_tiny_model  # noqa: E402
 from vidcap.worker import run_shard  # noqa: E402
 
 

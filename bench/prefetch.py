@@ -28,7 +28,7 @@ import numpy as np
 
 from vidcap.frames import FrameSet
 from vidcap.prefetch import Prefetcher
-from vidcap.synth import make_video
+from vidcap.fixtures.synth import make_video
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache" / "bench"
 

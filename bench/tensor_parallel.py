@@ -44,7 +44,7 @@ WARMUP = 2
 
 
 def model_dir() -> str:
-    from vidcap.tiny_models import make_tiny_model
+    from vidcap.fixtures.tiny_models import make_tiny_model
 
     path = CACHE / "tiny-llava-128"
     if not (path / "config.json").exists():

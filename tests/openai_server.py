@@ -2,7 +2,7 @@
 
 It answers from the images it receives, so a test can tell which video a caption came from: for each
 image, its size and mean colour ("2 images: 64x48 rgb(16,40,88); 64x48 rgb(40,40,88)"), and for a frame of
-a synthetic video (vidcap.synth) the seed and frame index drawn into it ("... seed 7 frame 3"). It can require
+a synthetic video (vidcap.fixtures.synth) the seed and frame index drawn into it ("... seed 7 frame 3"). It can require
 an API key (401 otherwise, echoing the key it got, as a careless server might), add a fixed latency, and
 inject faults chosen per request by a rule the test gives. A text-only request (tags from a caption) is
 answered with a known tag list, by default `tags_for(caption)`: the caption's distinct words, as JSON. It counts requests, requests in flight (the
@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image, ImageStat
 
-from vidcap.synth import frame_signature
+from vidcap.fixtures.synth import frame_signature
 
 #: the faults a rule may ask for
 FAULTS = ("429", "quota", "500", "503", "slow", "drop", "malformed", "not_completion", "refusal",

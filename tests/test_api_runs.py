@@ -2,7 +2,7 @@
 chat-completions server of tests/openai_server.py: on this machine, and as a CPU job array on the test
 Slurm cluster.
 
-The videos are tiny real files whose frames carry their seed (vidcap.synth); the server decodes every JPEG
+The videos are tiny real files whose frames carry their seed (vidcap.fixtures.synth); the server decodes every JPEG
 it is sent and answers with the seed and frame index it finds, so each caption is checked against its own
 row's video. Faults are chosen by seed, on a payload's first attempt only: a rerun sends the same bytes.
 """

@@ -17,7 +17,7 @@ from vidcap.engines.hf_settings import HFSettings
 from vidcap.engines.base import Caption, Engine, Sample
 from vidcap.engines.batching import caption_batch, is_out_of_memory
 from vidcap.engines.hf import HFEngine
-from vidcap.tiny_models import make_tiny_model
+from vidcap.fixtures.tiny_models import make_tiny_model
 
 torch.set_num_threads(1)
 

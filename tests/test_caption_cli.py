@@ -7,7 +7,7 @@ import csv
 import pytest
 
 from vidcap.cli import main
-from vidcap.tiny_models import make_tiny_model
+from vidcap.fixtures.tiny_models import make_tiny_model
 from worker_helpers import make_clips
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 from vidcap.frames import FrameError, FrameSet, read_frames, sample_indices, sample_positions
 from vidcap.frames.probe import sniff
 from vidcap.frames.transform import resized_size
-from vidcap.synth import frame_signature, make_broken, make_image, make_video
+from vidcap.fixtures.synth import frame_signature, make_broken, make_image, make_video
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -220,7 +220,7 @@ def test_kind_comes_from_content_not_extension(tmp_path, media):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("suffix", ["gif", "webp", "png"])
 def test_animated_image_is_a_video(tmp_path, suffix, backend):
-    from vidcap.synth import draw_frame
+    from vidcap.fixtures.synth import draw_frame
 
     path = tmp_path / f"anim.{suffix}"
     pictures = [Image.fromarray(draw_frame(120, 160, 23, i)) for i in range(6)]
@@ -238,7 +238,7 @@ def test_image_transparency_and_exif_orientation(tmp_path):
     Image.fromarray(rgba, "RGBA").save(tmp_path / "clear.png")
     assert (read_frames(str(tmp_path / "clear.png"), 1).frames[0] == 255).all()  # white, not black
 
-    from vidcap.synth import draw_frame
+    from vidcap.fixtures.synth import draw_frame
 
     upright = draw_frame(120, 160, 24, 0)
     stored = Image.fromarray(np.ascontiguousarray(np.rot90(upright, k=1)))  # turned left, as a camera stores it

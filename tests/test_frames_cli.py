@@ -13,7 +13,7 @@ from PIL import Image
 
 from vidcap.cli import main
 from vidcap.frames import read_frames
-from vidcap.synth import frame_signature, make_broken, make_image, make_video
+from vidcap.fixtures.synth import frame_signature, make_broken, make_image, make_video
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -87,3 +87,12 @@ def test_real_command_line(tmp_path, video):
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and bad.stdout == ""
     assert bad.stderr.strip().splitlines() == [f"vidcap frames: error: {tmp_path / 'nope.mp4'}: missing file"]
+
+
+def test_resize_zero_keeps_the_size_as_caption_does(tmp_path, capsys, video):
+    """`caption --resize 0` means "keep the size"; `frames --resize 0` means the same (it was refused)."""
+    assert main(["frames", str(video), "--num-frames", "2", "--resize", "0", "--out", str(tmp_path / "o")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    kept = read_frames(str(video), 2, resize=None)
+    assert [report["height"], report["width"]] == list(kept.frames[0].shape[:2])
+    assert main(["frames", str(video), "--resize", "-1"]) == 2

@@ -31,7 +31,7 @@ from vidcap.engines.hf_load import load_processor, resolve_attn, resolve_dtype
 from vidcap.engines.hf_video import ClipFramesVideoProcessor, QwenFramesVideoProcessor
 from vidcap.errors import UserError
 from vidcap.prompts import PRESETS
-from vidcap.tiny_models import FAMILIES, make_tiny_model
+from vidcap.fixtures.tiny_models import FAMILIES, make_tiny_model
 
 torch.set_num_threads(1)
 

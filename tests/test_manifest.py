@@ -90,3 +90,20 @@ def test_real_binary_prints_no_traceback(tmp_path):
     code, out, err = run_cli("split", str(tmp_path / "nope.csv"), "--run", str(tmp_path / "r"), "--shards", "1")
     assert code == 2
     assert err.strip().splitlines() == [f"vidcap split: error: {tmp_path / 'nope.csv'}: no such file"]
+
+
+@pytest.mark.parametrize("suffix, codec", [(".csv.gz", "gzip"), (".csv.bz2", "bz2"), (".csv.zst", "zstd")])
+def test_compressed_csv_reads_and_names_the_bad_line(tmp_path, suffix, codec):
+    """Every CSV compression the name may say is decompressed, also where a bad line is looked for (a .zst
+    manifest with a ragged line was reported as 'not UTF-8 text')."""
+    import pyarrow as pa
+
+    from vidcap.manifest.io import read_manifest
+
+    good, bad = tmp_path / f"good{suffix}", tmp_path / f"bad{suffix}"
+    for path, text in ((good, b"path,x\na.mp4,1\nb.mp4,2\n"), (bad, b"path,x\na.mp4,1\nb.mp4,2,3\nc.mp4,4\n")):
+        with pa.CompressedOutputStream(str(path), codec) as f:
+            f.write(text)
+    assert read_manifest(good).column("path").to_pylist() == ["a.mp4", "b.mp4"]
+    with pytest.raises(UserError, match=r"line 3: expected 2 fields, got 3"):
+        read_manifest(bad)

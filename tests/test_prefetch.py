@@ -18,7 +18,7 @@ import pytest
 
 from vidcap.frames import FrameError, read_frames
 from vidcap.prefetch import Item, Prefetcher, segment_prefix
-from vidcap.synth import frame_signature, make_broken, make_image, make_video
+from vidcap.fixtures.synth import frame_signature, make_broken, make_image, make_video
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -112,3 +112,40 @@ def test_torn_tail_is_ignored_and_next_session_continues(tmp_path):
     flipped[30] ^= 0xFF  # a flipped bit in the first record: the checksum refuses it and what follows
     segment.write_bytes(bytes(flipped))
     assert read_results(run, 0).column("key").to_pylist() == ["b"]
+
+
+CHURN = r"""
+import sys
+from vidcap.results import ResultWriter, result_rows
+from vidcap.run import RunDir
+run, batches = RunDir.at(sys.argv[1]), int(sys.argv[2])
+for session in range(batches // 20):  # new writer sessions too: segments appear and empty ones vanish
+    with ResultWriter(run, 0) as writer:
+        for i in range(20):
+            writer.append(result_rows([{"key": f"s{session}-{i}-{j}", "status": "ok"} for j in range(2)]))
+            if i % 2:
+                writer.compact()
+"""
+
+
+@pytest.mark.timeout(120)
+def test_reads_racing_appends_and_compactions_never_lose_rows(tmp_path):
+    """`status`, `merge` and `resume` read while shards run: a read in a tight loop beside a writer that
+    appends and compacts all the time (deleting the segments and older compactions the reader listed)
+    never sees fewer rows than a read before it, never raises, and ends with every row once."""
+    run = RunDir.at(tmp_path / "run")
+    batches = 400
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    writer = subprocess.Popen([sys.executable, "-c", CHURN, str(run.root), str(batches)], env=env)
+    seen, reads = 0, 0
+    try:
+        while writer.poll() is None:
+            n = read_results(run, 0).num_rows
+            assert n >= seen, f"a read got {n} rows after one that got {seen}"
+            seen, reads = n, reads + 1
+    finally:
+        writer.kill()
+    assert writer.wait() == 0
+    keys = read_results(run, 0).column("key").to_pylist()
+    assert len(keys) == 2 * batches == len(set(keys))
+    assert reads > 50, "the reader hardly ran beside the writer"

@@ -115,7 +115,7 @@ def test_cancelled_task_is_seen_by_squeue_then_sacct(tmp_path: Path, monkeypatch
         subprocess.run(["scancel", first, second], timeout=30)
 
 
-def test_no_accounting_gives_unknown_for_jobs_the_controller_forgot(
+def test_no_accounting_gives_gone_for_jobs_the_controller_forgot(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shims = tmp_path / "shims"
@@ -126,7 +126,7 @@ def test_no_accounting_gives_unknown_for_jobs_the_controller_forgot(
     jobs = submit_array(slurm_jobs.square, [(3,)], QUICK, tmp_path / "logs", "vidcap-test")
     forgotten = "999999999_0"  # never existed: squeue refuses it, as it does jobs older than MinJobAge
     states = job_states([jobs[0].job_id, forgotten], timeout_s=10)
-    assert states[forgotten] == "UNKNOWN" and states[jobs[0].job_id] != "UNKNOWN"
+    assert states[forgotten] == "GONE" and states[jobs[0].job_id] not in ("UNKNOWN", "GONE")  # answered: ended
     assert wait_for_jobs([jobs[0].job_id], deadline_s=60, poll_s=0.5) == {jobs[0].job_id: "COMPLETED"}
 
 

@@ -374,7 +374,7 @@ def test_plain_sbatch_template_with_the_real_worker(tmp_path: Path, cli: Cli, cl
     assert wait_ended(ids) == dict.fromkeys(ids, "COMPLETED")
     check_every_key_once(run, [f"clip_{i:03d}.mp4" for i in range(18)], cli)
     log1 = (run.logs_dir / f"{array}_1.out").read_text(errors="replace")
-    assert "vidcap: SIGUSR2: stopping after the batch in flight" in log1
+    assert "vidcap: SIGUSR2 from pid " in log1 and "stopping after the batch in flight" in log1
     assert "shard 1: stopped early (a rerun continues)" in log1
     assert "vidcap: shard 1 stopped at the time limit; requeued" in log1
     assert log1.count("shard 1: done:") == 1 and "Traceback" not in log1

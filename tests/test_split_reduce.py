@@ -12,7 +12,7 @@ from vidcap.cli import main
 from vidcap.errors import UserError
 from vidcap.manifest.reduce_run import merge_run, remaining_run
 from vidcap.manifest.split import load_shard, split
-from vidcap.results import ResultWriter, result_rows
+from vidcap.results import ResultWriter, read_results, result_rows
 from vidcap.run import RunDir
 
 
@@ -120,3 +120,66 @@ def test_merge_refuses_caption_column_clash(run_with_results, tmp_path):
     run, _ = run_with_results
     with pytest.raises(UserError, match=r"already has column\(s\) \['note'\].*"):
         merge_run(run, tmp_path / "o.csv", caption_column="note")
+
+
+def test_split_makes_every_shard_durable_before_its_config(tmp_path, monkeypatch):
+    """After a power loss the config must not outlive its shards: each shard file is fsynced (and renamed
+    into place) before config.json is."""
+    import os as os_module
+
+    from vidcap import durable
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path\n" + "".join(f"v{i}.mp4\n" for i in range(10)))
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os_module.fsync, os_module.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os_module.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        events.append(("replace", str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(durable.os, "fsync", fsync)
+    monkeypatch.setattr(durable.os, "replace", replace)
+    run = RunDir.at(tmp_path / "run")
+    split(manifest, run, shards=4)
+    config_at = events.index(("replace", str(run.config_path)))
+    for i in range(4):
+        shard = str(run.shard_path(i))
+        synced = [n for n, (what, name) in enumerate(events) if what == "fsync" and name.startswith(
+            str(run.shards_dir / f".{run.shard_path(i).name}."))]
+        assert synced and synced[0] < config_at, f"shard {i} was not fsynced before the config"
+        assert events.index(("replace", shard)) < config_at
+    assert ("fsync", str(run.shards_dir)) in events[:config_at]  # the renames too
+
+
+def test_split_force_refuses_while_a_task_of_the_old_split_writes(tmp_path):
+    """An old task still writing would compact old results into the new split: --force waits for it."""
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path\n" + "".join(f"v{i}.mp4\n" for i in range(10)))
+    run = RunDir.at(tmp_path / "run")
+    split(manifest, run, shards=2)
+    with ResultWriter(run, 1) as writer:
+        writer.append(result_rows([{"key": "v9.mp4", "status": "ok", "text": "x"}]))
+        with pytest.raises(UserError, match=r"still writing \(shard-00001: pid \d+ on "):
+            split(manifest, run, shards=5, force=True)
+    assert run.num_shards == 2 and read_results(run, 1).num_rows == 1  # nothing was moved
+    split(manifest, run, shards=5, force=True)  # the writer is gone
+    assert run.num_shards == 5 and read_results(run, 1).num_rows == 0
+
+
+def test_split_force_archives_the_job_records(tmp_path, slurm_cluster):
+    """New shard numbers must not map to the old split's jobs: jobs.jsonl goes to the archive too (the job
+    recorded here is long gone: Slurm does not know it)."""
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path\n" + "".join(f"v{i}.mp4\n" for i in range(10)))
+    run = RunDir.at(tmp_path / "run")
+    split(manifest, run, shards=2)
+    run.record_jobs({0: "999999_0", 1: "999999_1"}, "slurm")
+    split(manifest, run, shards=5, force=True)
+    assert run.latest_jobs() == {}
+    archived = list((run.root / "previous").glob("*/jobs.jsonl"))
+    assert len(archived) == 1 and "999999_1" in archived[0].read_text()

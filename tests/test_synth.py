@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vidcap.synth import BROKEN_KINDS, _texture, draw_frame, frame_signature, make_broken, make_image, make_video
+from vidcap.fixtures.synth import BROKEN_KINDS, _texture, draw_frame, frame_signature, make_broken, make_image, make_video
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -52,7 +52,7 @@ def test_a_text_task_runs_through_the_worker_store_and_reducers(tmp_path, regist
     rows = {r["key"]: r for i in range(2) for r in read_results(run, i).to_pylist()}
     assert rows["r0"]["words"] == ["a", "red", "car"] and rows["r0"]["count"] == 3 and rows["r0"]["status"] == "ok"
     assert rows["r1"]["words"] == ["one"]
-    assert rows["r2"]["status"] == "error" and rows["r2"]["error"] == "no text in column 'text'"
+    assert rows["r2"]["status"] == "skipped" and rows["r2"]["error"] == "no text in column 'text'"
     assert rows["r3"]["status"] == "error" and rows["r3"]["error"] == "the answer contains 'refuse'"
     assert rows["r3"]["words"] is None
     # the engine's figures never replace the store's or the task's columns, but do land beside them
@@ -62,7 +62,7 @@ def test_a_text_task_runs_through_the_worker_store_and_reducers(tmp_path, regist
     assert run.read_stats(0)["cost_usd"] + run.read_stats(1)["cost_usd"] == pytest.approx(0.25 * 4)
 
     counts = merge_run(run, tmp_path / "out.parquet")
-    assert (counts.ok, counts.error) == (3, 2)
+    assert (counts.ok, counts.error, counts.skipped) == (3, 1, 1)
     merged = pq.read_table(tmp_path / "out.parquet")
     assert merged.schema.field("words").type == pa.list_(pa.string())
     assert merged.column("words").to_pylist() == [["a", "red", "car"], ["one"], None, None, ["two", "words"]]
@@ -77,7 +77,7 @@ def test_a_text_task_runs_through_the_worker_store_and_reducers(tmp_path, regist
 
     remaining_run(run, tmp_path / "left.csv")
     with open(tmp_path / "left.csv", newline="") as f:
-        assert [r["id"] for r in csv.DictReader(f)] == ["r2", "r3"]
+        assert [r["id"] for r in csv.DictReader(f)] == ["r2", "r3"]  # no `ok` result: skipped rows too
 
 
 def test_the_spec_is_stored_per_section_and_read_back(tmp_path, registered) -> None:
@@ -104,3 +104,15 @@ def test_a_text_task_needs_no_path_column_and_no_prefetch(tmp_path, registered) 
     assert run_shard(run, 0, progress=False).finished
     (row,) = read_results(run, 0).to_pylist()
     assert row["status"] == "ok" and row["words"][:3] == ["[noop", "engine:", "no"]
+
+
+def test_resume_continues_whatever_task_the_run_holds(tmp_path, registered, capsys) -> None:
+    from vidcap.cli import main
+
+    run = text_run(tmp_path, ["a b", "c", "d e f"])
+    assert main(["resume", str(run.root)]) == 0
+    assert "0 of 3 rows done (words), 3 remaining" in capsys.readouterr().out  # merged before it ran
+    assert main(["resume", str(run.root)]) == 0
+    assert "3 of 3 rows done (words), 0 remaining" in capsys.readouterr().out
+    merged = pq.read_table(run.root / "merged.parquet")
+    assert merged.column("words").to_pylist() == [["a", "b"], ["c"], ["d", "e", "f"]]

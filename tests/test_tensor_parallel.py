@@ -40,7 +40,7 @@ from vidcap.manifest.split import split  # noqa: E402
 from vidcap.parallel.launch import start_ranks, supervise  # noqa: E402
 from vidcap.results import read_results  # noqa: E402
 from vidcap.run import RunDir  # noqa: E402
-from vidcap.tiny_models import make_tiny_model  # noqa: E402
+from vidcap.fixtures.tiny_models import make_tiny_model  # noqa: E402
 from vidcap.worker import run_shard  # noqa: E402
 from worker_helpers import make_clips  # noqa: E402
 

@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText
 
 from vidcap.cli import main
 from vidcap.engines.hf_load import load_processor
-from vidcap.tiny_models import FAMILIES, NOISE_WARNING, make_tiny_model
+from vidcap.fixtures.tiny_models import FAMILIES, NOISE_WARNING, make_tiny_model
 
 
 def digest(folder: Path) -> str:

@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 
 from vidcap.engines.base import Engine, Result, Sample
-from vidcap.synth import frame_signature, make_broken, make_video
+from vidcap.fixtures.synth import frame_signature, make_broken, make_video
 
 
 def make_clips(folder: Path, count: int, broken: dict[int, str] | None = None) -> Path:

@@ -22,6 +22,7 @@ import os
 import re
 import socket
 import struct
+import time
 import zlib
 from pathlib import Path
 from typing import Any, Iterable
@@ -31,7 +32,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vidcap.errors import UserError
-from vidcap.run import SHARD_NAME, RunDir, fsync_dir
+from vidcap.durable import atomic_path, fsync_dir
+from vidcap.run import SHARD_NAME, RunDir
 
 MAGIC = b"VCR1"
 HEADER = struct.Struct("<4sIQ")  # magic, crc32 of payload, payload length
@@ -137,9 +139,39 @@ def _read_segment(path: Path) -> list[pa.Table]:
 
 
 def read_results(run: RunDir, index: int) -> pa.Table:
-    """All committed result rows of a shard, in commit order (later rows are newer)."""
+    """All committed result rows of a shard, in commit order (later rows are newer).
+
+    Consistent while a writer appends and compacts: a compaction deletes the segments and the older
+    compaction a reader may have just listed, and a directory listing taken during a compaction may miss
+    both the new file and the old ones. So a read is kept only when every file it listed could be read and
+    a listing taken after it shows the same compactions and still every segment read (new segments hold
+    newer rows only); otherwise it is read again from a fresh listing.
+    """
     files = _Files(run, index)
-    segments, compactions = files.listing()
+    listing = files.listing()
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            tables = _read_listed(files, *listing)
+        except FileNotFoundError:  # a compaction replaced what was listed
+            tables = None
+        after = files.listing()
+        if tables is not None and after[1] == listing[1] and set(listing[0]) <= set(after[0]):
+            tables = [t for t in tables if t.num_rows]
+            if not tables:
+                return RESULT_SCHEMA.empty_table()
+            return pa.concat_tables(tables, promote_options="permissive")
+        listing = after
+        if attempt >= 10:  # a writer compacting faster than we read: let it get ahead
+            time.sleep(0.001 * attempt)
+    raise OSError(f"{files.dir}: the results of shard {index} kept changing during {READ_ATTEMPTS} reads")
+
+
+#: re-reads of a shard's results when a compaction ran under a read (a few at most in practice)
+READ_ATTEMPTS = 100
+
+
+def _read_listed(files: _Files, segments: list[int], compactions: list[int]) -> list[pa.Table]:
+    """The newest compaction and the segments past it (FileNotFoundError if one is gone)."""
     tables: list[pa.Table] = []
     covered = -1
     if compactions:
@@ -147,14 +179,28 @@ def read_results(run: RunDir, index: int) -> pa.Table:
         tables.append(pq.read_table(files.compaction(covered)))
     for gen in segments:
         if gen > covered:
-            try:
-                tables.extend(_read_segment(files.segment(gen)))
-            except FileNotFoundError:  # removed by a concurrent compaction that we then read
-                continue
-    tables = [t for t in tables if t.num_rows]
-    if not tables:
-        return RESULT_SCHEMA.empty_table()
-    return pa.concat_tables(tables, promote_options="permissive")
+            tables.extend(_read_segment(files.segment(gen)))
+    return tables
+
+
+def live_writers(run: RunDir) -> list[str]:
+    """Who holds a shard's writer lock now ("shard 3: pid 42 on node7"), for every shard of the run."""
+    busy = []
+    if not run.results_dir.is_dir():
+        return busy
+    for lock in sorted(run.results_dir.glob("shard-*.lock")):
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
+            busy.append(f"{lock.name.split('.')[0]}: {holder}")
+        finally:
+            os.close(fd)
+    return busy
 
 
 class ResultWriter:
@@ -204,13 +250,8 @@ class ResultWriter:
         table = read_results(self.run, self.index)
         segments, compactions = self.files.listing()
         upto = max(segments + compactions)
-        target = self.files.compaction(upto)
-        tmp = target.with_name(f".{target.name}.tmp")
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-        fsync_dir(self.files.dir)
+        with atomic_path(self.files.compaction(upto)) as tmp:
+            pq.write_table(table, tmp)
         for gen in segments:
             if gen <= upto:
                 self.files.segment(gen).unlink(missing_ok=True)

@@ -1,6 +1,6 @@
 """The run folder: one folder per captioning run, and the only place that knows its layout.
 
-    RUN/config.json             frozen config: manifest (path, fingerprint, key, columns, rows), shards, job
+    RUN/config.json             frozen config: manifest (path, fingerprint, key, columns, rows), shards, task, source, engine
     RUN/shards/shard-00000.parquet   the manifest rows of each shard, every column plus `_row` (manifest order)
     RUN/results/shard-00000.arrows   append-only result log of each shard (see vidcap.results)
     RUN/done/shard-00000        completion marker (JSON summary); the truth for "this shard is finished"
@@ -8,57 +8,24 @@
     RUN/logs/                   scheduler logs (submitit stdout/stderr per task)
     RUN/jobs.jsonl              one line per submitted job: job id, shards, time
 
-Writes of small files go through `atomic_write_text` so a kill never leaves a half-written file that a
-rerun would trust.
+Writes of small files go through `vidcap.durable.atomic_write_text` so a kill never leaves a half-written
+file that a rerun would trust.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vidcap.durable import atomic_write_text, fsync_dir  # noqa: F401 - fsync_dir: for the store
 from vidcap.errors import UserError
 
 SHARD_NAME = "shard-{:05d}"
 ROW_COLUMN = "_row"  # manifest row number, kept in the shards to restore manifest order
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so that readers see either the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new file in `path` durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)

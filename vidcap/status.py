@@ -96,11 +96,14 @@ def shard_states(run: RunDir, timeout_s: float = 20.0) -> list[ShardState]:
         if run.is_done(index):
             state = "done"
         elif job_id and slurm:
-            from vidcap.scheduler.slurm_submit import ACTIVE_STATES
+            from vidcap.scheduler.slurm_states import Phase, phase
 
-            if slurm in ACTIVE_STATES:
-                state = "pending" if slurm in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED") else "running"
-            elif slurm == "UNKNOWN":
+            slurm_phase = phase(slurm)
+            if slurm_phase is Phase.QUEUED:
+                state = "pending"
+            elif slurm_phase is Phase.RUNNING:
+                state = "running"
+            elif slurm_phase is Phase.UNKNOWN:
                 state = _local_state(stats) if stats else "unknown"
             else:
                 state = "failed"

@@ -11,9 +11,6 @@ inside each batch, never shifted by a failure beside them.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import sys
 import threading
 import time
@@ -32,13 +29,11 @@ from vidcap.manifest.split import load_shard
 from vidcap.results import (RESULT_COLUMNS, STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, ResultWriter, read_results,
                             result_rows)
 from vidcap.run import RunDir
-from vidcap.signals import signal_sets_event
+from vidcap.signals import stop_on_signals
+from vidcap.stats import ShardStats
 from vidcap.sources import source_class
 from vidcap.tasks.base import AnswerError, Task
 from vidcap.tasks.spec import TaskSpec, load_spec
-
-STATS_EVERY_S = 10.0
-
 
 @dataclass
 class ShardOutcome:
@@ -63,99 +58,6 @@ def rows_to_do(run: RunDir, index: int, shard: pa.Table, key: str, max_attempts:
     spent = pc.is_in(shard[key], value_set=spent_keys)
     todo = shard.filter(pc.invert(pc.or_(done, spent)))
     return todo, pc.sum(done).as_py() or 0, pc.sum(spent).as_py() or 0
-
-
-@contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM/SIGINT/SIGUSR2 set `stop` instead of killing the process mid-write (main thread only).
-
-    USR2 is Slurm's "time limit (or preemption) is near" (slurm/caption_array.sbatch passes it on); it is
-    blocked in the frame readers, which would die of it (see vidcap.signals)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {}
-
-    def handler(signum: int, frame: object) -> None:
-        if stop.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C means now
-        # os.write, not print: a handler may run in the middle of the progress bar's own write to stderr
-        os.write(2, f"\nvidcap: {signal.Signals(signum).name}: stopping after the batch in flight\n".encode())
-        stop.set()  # the main thread never waits on this event, so setting it here cannot deadlock
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous[sig] = signal.signal(sig, handler)
-    try:
-        # a USR2 once the shard is over is ignored: its default action would kill a process whose work is done
-        late = signal.SIG_IGN if signal.getsignal(signal.SIGUSR2) in (signal.SIG_DFL, None) else None
-        with signal_sets_event(signal.SIGUSR2, stop, "\nvidcap: SIGUSR2: stopping after the batch in flight\n", late):
-            yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-class Counters:
-    """Figures that add up (datatrove's stat_update): a counter is created by its first `count`."""
-
-    def __init__(self, **start: Any) -> None:
-        self.data: dict[str, Any] = dict(start)
-
-    def count(self, name: str, value: float = 1) -> None:
-        self.data[name] = (self.data.get(name) or 0) + value
-
-    @contextmanager
-    def timed(self, name: str) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.count(name, time.perf_counter() - started)
-
-
-#: per-row figures of the engine (Result.extra) summed into the shard stats
-SUMMED_EXTRAS = ("cost_usd",)
-
-
-class ShardStats(Counters):
-    """Figures of one shard attempt, written to RUN/stats/ while it runs (every STATS_EVERY_S) and at the end."""
-
-    def __init__(self, run: RunDir, index: int, total: int, done_before: int, given_up: int, todo: int) -> None:
-        self.run, self.index = run, index
-        self.started = time.time()
-        super().__init__(
-            shard=index, host=socket.gethostname(), pid=os.getpid(), started_at=self.started, rows_total=total,
-            rows_ok_before=done_before, rows_given_up=given_up, rows_todo=todo, rows_ok=0, rows_error=0,
-            prompt_tokens=0, generated_tokens=0, read_wait_s=0.0, model_s=0.0, batches=0, finished=False,
-            stopped=False,
-            cost_usd=None,  # this attempt's rows; `vidcap status` adds up every attempt's from the results
-        )
-        self._written = 0.0
-
-    def add_rows(self, rows: list[dict[str, Any]]) -> None:
-        self.count("batches")
-        for row in rows:
-            self.count({STATUS_OK: "rows_ok", STATUS_SKIPPED: "rows_skipped"}.get(row["status"], "rows_error"))
-            self.count("prompt_tokens", row.get("prompt_tokens") or 0)
-            self.count("generated_tokens", row.get("generated_tokens") or 0)
-            for name in SUMMED_EXTRAS:
-                if row.get(name) is not None:
-                    self.count(name, row[name])
-
-    def write(self, figures: dict[str, Any] | None = None, force: bool = False, **final: Any) -> dict[str, Any]:
-        now = time.time()
-        if not force and now - self._written < STATS_EVERY_S:
-            return self.data
-        d = self.data
-        d.update(final)
-        d["updated_at"] = now
-        d["seconds"] = now - self.started
-        processed = d["rows_ok"] + d["rows_error"]
-        d["videos_per_s"] = processed / d["seconds"] if d["seconds"] > 0 else 0.0
-        d.update(figures or {})
-        self.run.write_stats(self.index, d)
-        self._written = now
-        return d
 
 
 def batch_rows(samples: list[Sample], engine: Engine, task: Task) -> list[dict[str, Any]]:
@@ -194,12 +96,17 @@ def task_row(task: Task, sample: Sample, result: Result) -> dict[str, Any]:
     try:
         values = task.values(sample, result)
     except AnswerError as exc:
-        kept = {k: v for k, v in exc.values.items() if k in task.columns.names}
-        return {**task.error_values, **kept, "status": STATUS_ERROR, "error": str(exc) or "unusable answer"}
+        values = {**task.error_values, **exc.values}
+        _check_declared(task, values)
+        return {**values, "status": STATUS_ERROR, "error": str(exc) or "unusable answer"}
+    _check_declared(task, values)
+    return {**values, "status": STATUS_OK, "error": ""}
+
+
+def _check_declared(task: Task, values: dict[str, Any]) -> None:
     unknown = set(values) - set(task.columns.names)
     if unknown:
         raise RuntimeError(f"task {task.name!r} returned columns it does not declare: {sorted(unknown)}")
-    return {**values, "status": STATUS_OK, "error": ""}
 
 
 def run_shard(
@@ -215,23 +122,24 @@ def run_shard(
     closed here. The shard's lock is taken before anything else, so a duplicate task stops at once."""
     run = run if isinstance(run, RunDir) else RunDir.at(run)
     config = run.load_config()
-    spec = load_spec(run)
+    spec = load_spec(run)  # what this run does (vidcap.tasks.spec)
     task = spec.make_task()
     key = config["manifest"]["key"]
     own_stop = stop is None
     stop = stop or threading.Event()
-    with ResultWriter(run, index) as writer:  # the lock: a second task on this shard stops here (ShardBusy)
+    with ResultWriter(run, index) as writer:  # the store, and its lock first: a duplicate task stops here
         shard = load_shard(run, index)
         todo, done_before, given_up = rows_to_do(run, index, shard, key, spec.max_attempts)
-        stats = ShardStats(run, index, shard.num_rows, done_before, given_up, todo.num_rows)
+        stats = ShardStats(run, index, shard.num_rows, done_before, given_up, todo.num_rows)  # vidcap.stats
         if todo.num_rows == 0:
             final = stats.write(force=True, finished=True)
             run.mark_done(index, {"rows": shard.num_rows, "finished_at": time.time()})
             return ShardOutcome(index, True, final)
         keys = todo[key].cast(pa.string()).to_pylist()
+        # signals first: the reader processes and their resource tracker inherit how USR2 is handled
         with (stop_on_signals(stop) if own_stop else _nothing()), \
                 source_class(task.source)(spec.source, task, todo, keys, config["manifest"]["path"]) as source, \
-                _engine_for(spec, engine) as engine:
+                _engine_for(spec, engine) as engine:  # reading starts before the model loads
             stopped = _drain(source, engine, task, writer, stats, stop, spec.batch_size, index, progress)
             if not stopped:
                 writer.compact()

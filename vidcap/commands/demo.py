@@ -13,6 +13,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from vidcap.demo import run_demo
+    from vidcap.fixtures.demo import run_demo
 
     return run_demo(Path(args.dir))

@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("video", help="video or image file")
     parser.add_argument("--num-frames", "-k", type=int, default=3, metavar="K", help="frames to take (default 3)")
     parser.add_argument("--resize", type=int, default=None, metavar="S",
-                        help="resize so the short side is S pixels, keeping the aspect ratio")
+                        help="resize so the short side is S pixels, keeping the aspect ratio (0: keep, as for "
+                             "`vidcap caption --resize 0`)")
     parser.add_argument("--backend", choices=("pyav", "decord"), default="pyav", help="video reader (default pyav)")
     parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
                         help="refuse sources with more than N pixels per frame (default: 8K, 7680x4320)")
@@ -33,10 +34,10 @@ def handler(args: argparse.Namespace) -> int:
 
     if args.num_frames < 1:
         raise UserError("--num-frames must be at least 1")
-    if args.resize is not None and args.resize < 1:
-        raise UserError("--resize must be a positive number of pixels")
+    if args.resize is not None and args.resize < 0:
+        raise UserError("--resize must be a number of pixels, or 0 to keep the size")
     try:
-        result = read_frames(args.video, args.num_frames, resize=args.resize, backend=args.backend,
+        result = read_frames(args.video, args.num_frames, resize=args.resize or None, backend=args.backend,
                              max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
     except FrameError as exc:
         raise UserError(f"{args.video}: {exc.reason}") from None

@@ -17,9 +17,6 @@ from vidcap.commands.runflow import (
 from vidcap.errors import UserError
 from vidcap.run import RunDir
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("submit", help="split (if new), freeze the captioning job, and run every unfinished shard")
     add_caption_arguments(p, one_shot=False)
@@ -47,10 +44,12 @@ def add_caption_arguments(p: argparse.ArgumentParser, one_shot: bool) -> None:
     add_media_arguments(p)
 
 
-def data_is_video(manifest_table: pa.Table, path_column: str) -> bool:
-    """A run captions videos unless every sampled path names an image."""
-    sample = manifest_table.column(path_column).slice(0, 50).to_pylist()
-    return not all(str(p).lower().endswith(IMAGE_SUFFIXES) for p in sample)
+def data_is_video(args: argparse.Namespace, manifest_table: pa.Table) -> bool:
+    """A run captions videos unless the first readable files are all images, by their content."""
+    from vidcap.sources.frames import resolve_paths, sample_is_video
+
+    column = manifest_table.column(args.path_column).slice(0, 200).cast(pa.string()).to_pylist()
+    return sample_is_video(resolve_paths([p for p in column if p], args.data_root, args.manifest))
 
 
 def caption_spec(args: argparse.Namespace, manifest: pa.Table):  # -> TaskSpec
@@ -61,7 +60,7 @@ def caption_spec(args: argparse.Namespace, manifest: pa.Table):  # -> TaskSpec
     if args.path_column not in manifest.column_names:
         raise UserError(f"{args.manifest}: no {args.path_column!r} column: vidcap reads each video from the "
                         f"{args.path_column!r} column")
-    is_video = data_is_video(manifest, args.path_column)
+    is_video = data_is_video(args, manifest)
     prompt = resolve_prompt(args.prompt, args.prompt_file, is_video=is_video)
     if args.num_frames < 1:
         raise UserError("--num-frames must be at least 1")

@@ -26,10 +26,11 @@ from vidcap.run import RunDir
 SpecBuilder = Callable[[argparse.Namespace, pa.Table], Any]  # -> TaskSpec
 
 
-def add_run_arguments(p: argparse.ArgumentParser, one_shot: bool) -> None:
+def add_run_arguments(p: argparse.ArgumentParser, one_shot: bool, key_default: str = "path") -> None:
     """Manifest, run folder, shards, batches, retries and where it runs (local or Slurm).
 
-    `one_shot`: the command waits and merges to --output (`caption`); else it only submits (`submit`)."""
+    `one_shot`: the command waits and merges to --output (`caption`); else it only submits (`submit`).
+    `key_default`: the column naming rows when --key is not given (a text task's input may have no path)."""
     p.add_argument("manifest", help="CSV or Parquet manifest (one row per item)")
     if one_shot:
         p.add_argument("--run", help="run folder (default: OUTPUT's name + .run)")
@@ -41,7 +42,7 @@ def add_run_arguments(p: argparse.ArgumentParser, one_shot: bool) -> None:
     g = p.add_argument_group("shards")
     g.add_argument("--shards", type=int, help="number of shards (array tasks)")
     g.add_argument("--rows-per-shard", type=int, help="rows per shard (default 1000 for a new run)")
-    g.add_argument("--key", default="path", help="column naming each row uniquely (default: path)")
+    g.add_argument("--key", default=key_default, help=f"column naming each row uniquely (default: {key_default})")
     g.add_argument("--dedup", choices=["first"], help="keep the first of duplicate keys instead of refusing")
     g.add_argument("--data-root", default="", help="folder that relative paths start from (default: the manifest's)")
     g = p.add_argument_group("batches")
@@ -101,8 +102,6 @@ def engine_settings_from_args(args: argparse.Namespace) -> Any:
         if not args.model:
             raise UserError("--model is required (a Hugging Face id such as llava-hf/llava-v1.6-mistral-7b-hf, "
                             "or a local folder; `vidcap make-tiny-model DIR` makes a tiny one for trials)")
-        if args.tp_size < 1:
-            raise UserError("--tp-size must be at least 1")
         return HFSettings(model=args.model, max_new_tokens=args.max_new_tokens, dtype=args.dtype, attn=args.attn,
                           device=args.device, tp_size=args.tp_size, tp_backend=args.tp_backend)
     if args.engine == "openai":

@@ -51,6 +51,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from vidcap.manifest.reduce_run import merge_run, remaining_run
+    from vidcap.results import STATUS_OK, STATUS_SKIPPED
     from vidcap.scheduler.submit import submit_unfinished, wait_for
 
     from vidcap.tasks.spec import load_spec
@@ -61,7 +62,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
         raise UserError(f"{run.root}: nothing was submitted in this run yet (use `vidcap submit`)")
     spec = load_spec(run)  # whatever task the run holds: resume continues it
     merged = merge_run(run, run.root / "merged.parquet")
-    todo = remaining_run(run, run.root / "remaining.parquet", max_attempts=spec.max_attempts)
+    todo = remaining_run(run, run.root / "remaining.parquet", max_attempts=spec.max_attempts,
+                         done=(STATUS_OK, STATUS_SKIPPED))  # what the shard tasks will not redo (worker.rows_to_do)
     print(f"{run.root}: {merged.ok} of {merged.rows} rows done ({spec.task}), {todo.written} remaining "
           f"({todo.given_up} given up after {spec.max_attempts} failures) "
           f"-> {run.root / 'merged.parquet'}, {run.root / 'remaining.parquet'}")

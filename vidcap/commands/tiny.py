@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from vidcap.errors import UserError
-from vidcap.tiny_models import FAMILIES  # light: torch and transformers load only when a model is built
+from vidcap.fixtures.tiny_models import FAMILIES  # light: torch and transformers load only when a model is built
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--width must be a positive multiple of 32, got {args.width}")
     from transformers.utils import logging as hf_logging
 
-    from vidcap.tiny_models import NOISE_WARNING, make_tiny_model
+    from vidcap.fixtures.tiny_models import NOISE_WARNING, make_tiny_model
 
     hf_logging.disable_progress_bar()
     out = make_tiny_model(args.dir, family=args.family, width=args.width, seed=args.seed)

@@ -119,8 +119,9 @@ class Engine(abc.ABC):
         return Needs()
 
     @classmethod
-    def preflight(cls, settings: Any) -> None:
-        """Raise `UserError` for settings that cannot work, before anything is frozen or submitted."""
+    def preflight(cls, settings: Any, spec: "TaskSpec | None" = None) -> None:
+        """Raise `UserError` for what cannot work (a model folder that is not there, a prompt too long for the
+        model), on the submitting machine before the run is frozen: no GPU, no weights, no network."""
 
     def open(self, spec: "TaskSpec | None" = None) -> None:
         """Load what `run` needs, and refuse (UserError) a task it cannot serve, e.g. a prompt too long."""

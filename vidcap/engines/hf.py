@@ -2,7 +2,8 @@
 
 Loading (`hf_load`), input building (`hf_inputs`) and decoding (here) are separate, so a tensor-parallel
 wrapper can load the model its own way and reuse the rest: every rank builds the same inputs and calls the
-same `generate` in lockstep.
+same `generate` in lockstep. torch and transformers are imported only when the engine opens or runs, so the
+class itself (its settings, needs and preflight) is cheap to reach from the CLI and `vidcap status`.
 """
 
 from __future__ import annotations
@@ -10,16 +11,19 @@ from __future__ import annotations
 import copy
 import gc
 import logging
+import os
 from typing import Any, Sequence
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from vidcap.engines.base import FRAMES, Engine, Needs, Result, Sample
 from vidcap.engines.hf_settings import HFSettings
-from vidcap.engines.hf_inputs import build_inputs, visual_token_count
-from vidcap.engines.hf_load import load_model, load_processor
 from vidcap.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +51,40 @@ class HFEngine(Engine):
         return Needs(ranks=max(1, settings.tp_size), gpus_per_rank=0 if settings.device == "cpu" else 1)
 
     @classmethod
-    def preflight(cls, settings: HFSettings) -> None:
+    def preflight(cls, settings: HFSettings, spec: Any = None) -> None:
+        """Before a run is frozen: a model is named; a local one exists and its processor loads; the task's
+        prompt, with its frames and the answer budget, fits the model's context (read from its config; no
+        weights are loaded). A hub model is checked by the tasks at start (the hub may be out of reach here)."""
         if not settings.model:
             raise UserError("no model given: pass a hub id or a local checkpoint folder")
+        if not settings.is_local:
+            return
+        folder = os.path.expanduser(settings.model)
+        if not os.path.isdir(folder):
+            raise UserError(f"--model {settings.model}: no such folder (a local checkpoint must exist here; "
+                            f"a hub id looks like org/name)")
+        if spec is None or spec.frames_per_sample == 0:
+            return
+        from transformers import AutoConfig
+
+        from vidcap.engines.hf_load import load_processor
+
+        try:
+            config = AutoConfig.from_pretrained(folder)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"--model {settings.model}: not a model folder ({str(exc).strip().splitlines()[0]})") \
+                from None
+        engine = cls(settings)
+        engine.processor = load_processor(folder)
+        engine.context = _context_length(config, engine.processor)
+        engine.check_prompt(spec.prompt, spec.frames_per_sample, spec.is_video)
 
     def open(self, spec: Any = None) -> None:
         """Load the model and processor (once), then check the task's prompt fits the context."""
         if self.model is None:
             self.preflight(self.settings)
+            from vidcap.engines.hf_load import load_model, load_processor
+
             processor = load_processor(self.settings.model)
             self.attach(load_model(self.settings), processor)
         if spec is not None:
@@ -62,11 +92,13 @@ class HFEngine(Engine):
 
     def attach(self, model: Any, processor: Any, device: torch.device | None = None) -> "HFEngine":
         """Serve with a model loaded elsewhere (a tensor-parallel rank loads its shard of it its own way)."""
+        import torch
+
         self.model = model
         self.processor = processor
         self.device = torch.device(device) if device is not None else model.device
         self.dtype = model.dtype
-        self.context = _context_length(model, processor)
+        self.context = _context_length(model.config, processor)
         self.generation = _greedy(model, processor, self.settings.max_new_tokens)
         self.eos_ids = set(np.atleast_1d(self.generation.eos_token_id).tolist()) \
             if self.generation.eos_token_id is not None else set()
@@ -79,6 +111,10 @@ class HFEngine(Engine):
         """Generate for the whole batch; a sample whose input would overflow the context gets an error."""
         if not samples:
             return []
+        import torch
+
+        from vidcap.engines.hf_inputs import build_inputs
+
         inputs = build_inputs(self.processor, samples)
         lengths = inputs["attention_mask"].sum(dim=1).tolist()
         overflow = {i for i, n in enumerate(lengths) if self._overflows(n)}
@@ -98,6 +134,8 @@ class HFEngine(Engine):
         answer budget, does not fit the model's context (an overflowing prompt gives empty captions)."""
         if self.context is None:
             return
+        from vidcap.engines.hf_inputs import build_inputs, visual_token_count
+
         frame = np.zeros((*REFERENCE_FRAME_HW, 3), dtype=np.uint8)
         sample = Sample(key="check", frames=[frame] * max(1, num_frames), prompt=prompt, is_video=is_video)
         input_ids = build_inputs(self.processor, [sample])["input_ids"]
@@ -121,6 +159,8 @@ class HFEngine(Engine):
         if self.is_noise:
             stats["random_weights"] = True
         if self.device.type == "cuda":
+            import torch
+
             stats["peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated(self.device)
         return stats
 
@@ -130,6 +170,8 @@ class HFEngine(Engine):
         self.processor = None
         gc.collect()
         if loaded and self.device.type == "cuda":
+            import torch
+
             torch.cuda.empty_cache()
 
     def _overflows(self, prompt_tokens: int) -> bool:
@@ -148,9 +190,9 @@ class HFEngine(Engine):
         return Result(text=text, prompt_tokens=prompt_tokens, generated_tokens=end, finish_reason=finish)
 
 
-def _context_length(model: Any, processor: Any) -> int | None:
+def _context_length(config: Any, processor: Any) -> int | None:
     """The language model's context, from its config (the tokenizer's limit is often a placeholder)."""
-    context = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+    context = getattr(config.get_text_config(), "max_position_embeddings", None)
     if context is None:
         limit = getattr(processor.tokenizer, "model_max_length", None)
         context = limit if isinstance(limit, int) and limit < 10**7 else None

@@ -51,7 +51,7 @@ class HFTextEngine(Engine):
         return Needs(ranks=max(1, settings.tp_size), gpus_per_rank=0 if settings.device == "cpu" else 1)
 
     @classmethod
-    def preflight(cls, settings: HFTextSettings) -> None:
+    def preflight(cls, settings: HFTextSettings, spec: Any = None) -> None:
         if not settings.model:
             raise UserError("no model given: pass a hub id or a local checkpoint folder of a chat model")
 

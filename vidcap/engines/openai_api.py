@@ -2,7 +2,7 @@
 SGLang), through the official `openai` client. A frames sample goes as its prompt and K JPEG frames; a text
 sample (a caption to draw tags from) as one text-only user message, its prompt.
 
-One `caption()` call sends the whole batch from an asyncio loop the engine owns: at most `concurrency`
+One `run()` call sends the whole batch from an asyncio loop the engine owns: at most `concurrency`
 requests in flight, starts kept under the requests-per-minute cap, each request retried on 429, 5xx,
 timeouts, dropped connections and malformed answers with backoff (see `api_retry`) up to a bounded number
 of attempts, after which that row, and only that row, is an error with the reason. A refusal, a
@@ -145,7 +145,7 @@ class OpenAIEngine(Engine):
             self.connect(api_key)
 
     @classmethod
-    def preflight(cls, settings: OpenAISettings) -> None:
+    def preflight(cls, settings: OpenAISettings, spec: "TaskSpec | None" = None) -> None:
         """The key must be at hand (environment or key file); the settings checked themselves when built."""
         resolve_api_key(settings.api_key_file)
 

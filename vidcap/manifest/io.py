@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from vidcap.durable import atomic_path
 from vidcap.errors import UserError
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst")
@@ -92,15 +93,8 @@ def _describe_csv_problem(path: Path, exc: Exception) -> str:
 
 
 def _open_binary(path: Path):
-    import bz2
-    import gzip
-
-    name = str(path).lower()
-    if name.endswith(".gz"):
-        return gzip.open(path, "rb")
-    if name.endswith(".bz2"):
-        return bz2.open(path, "rb")
-    return open(path, "rb")
+    """The file's bytes, decompressed as its name says (.gz, .bz2, .zst), like pyarrow's CSV reader does."""
+    return io.BufferedReader(pa.input_stream(str(path), compression="detect"))
 
 
 def _first_non_utf8_line(path: Path) -> str:
@@ -251,16 +245,8 @@ def fingerprint(path: str | os.PathLike[str]) -> str:
 
 def write_table(table: pa.Table, path: str | os.PathLike[str]) -> None:
     """Write a table as CSV or Parquet (by extension), atomically: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with TableWriter(tmp, table.schema, like=path) as writer:
-            writer.write(table)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, TableWriter(tmp, table.schema, like=path) as writer:
+        writer.write(table)
 
 
 LIST_SEPARATOR = ", "

@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from vidcap.durable import atomic_path
 from vidcap.errors import UserError
 from vidcap.manifest.buckets import Partitions, bucket_count, bucket_of
 from vidcap.manifest.io import (
@@ -47,7 +48,7 @@ from vidcap.manifest.io import (
     read_table,
 )
 from vidcap.manifest.keyhash import KeySet, hash_groups, key_text
-from vidcap.manifest.reduce_run import ReduceCounts, _tmp_path
+from vidcap.manifest.reduce_run import ReduceCounts
 from vidcap.manifest.resolve import status_rank
 
 DEFAULT_BUDGET = 256 << 20  # bytes of input data held at once (peak RSS is a small multiple)
@@ -433,14 +434,9 @@ def _tally(counts: ReduceCounts, winners: pa.Table) -> None:
 
 @contextmanager
 def _atomic(output: PathLike) -> Iterator[str]:
-    """A temporary name next to `output`, renamed onto it only if the block finishes."""
-    tmp = _tmp_path(output)
-    try:
-        yield tmp
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """A temporary name next to `output`, renamed onto it (durably) only if the block finishes."""
+    with atomic_path(output) as tmp:
+        yield str(tmp)
 
 
 @contextmanager

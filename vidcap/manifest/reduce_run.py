@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from vidcap.durable import atomic_path
 from vidcap.errors import UserError
 from vidcap.manifest.io import TableWriter, manifest_format
 from vidcap.manifest.resolve import best_per_key
@@ -83,8 +84,7 @@ def merge_run(run: RunDir, output: str | os.PathLike[str], caption_column: str =
         + [pa.field(n, f.type) for n, f in zip(out_names, result_fields)]
     )
     counts = ReduceCounts()
-    tmp = _tmp_path(output)
-    try:
+    with atomic_path(output) as tmp:
         with TableWriter(tmp, schema, like=output) as writer:
             for index in shards:
                 shard = load_shard(run, index)
@@ -94,25 +94,23 @@ def merge_run(run: RunDir, output: str | os.PathLike[str], caption_column: str =
                 joined = joined.rename_columns([rename.get(n, n) for n in joined.column_names])
                 writer.write(joined.select(schema.names).cast(schema))
                 counts.written += joined.num_rows
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return counts
 
 
-def remaining_run(run: RunDir, output: str | os.PathLike[str], max_attempts: int | None = None) -> ReduceCounts:
-    """Manifest rows with no `ok` result, every column intact, in manifest order.
+def remaining_run(run: RunDir, output: str | os.PathLike[str], max_attempts: int | None = None,
+                  done: tuple[str, ...] = ("ok",)) -> ReduceCounts:
+    """Manifest rows with no result of a `done` status (`ok`), every column intact, in manifest order.
 
-    With `max_attempts`, rows that already failed that many times are left out (and counted)."""
+    With `max_attempts`, rows that already failed that many times are left out (and counted). `vidcap
+    resume` also counts `skipped` rows as done, as its shard tasks do (a row with nothing to do, such as an
+    empty caption to draw tags from, is never sent again)."""
     manifest_format(output)
     config = run.load_config()
     key = config["manifest"]["key"]
     columns = config["manifest"]["columns"]
     shards = range(int(config["shards"]["count"]))
     counts = ReduceCounts()
-    tmp = _tmp_path(output)
-    try:
+    with atomic_path(output) as tmp:
         writer = None
         for index in shards:
             shard = load_shard(run, index)
@@ -120,7 +118,7 @@ def remaining_run(run: RunDir, output: str | os.PathLike[str], max_attempts: int
             joined = _attach(shard, key, best, [pa.field("status", pa.string()), pa.field("error", pa.string()), pa.field("failures", pa.int64())])
             _count(counts, joined)
             status = pc.fill_null(joined["status"], "")
-            todo = pc.not_equal(status, "ok")
+            todo = pc.invert(pc.is_in(status, value_set=pa.array(list(done), pa.string())))
             if max_attempts is not None:
                 exhausted = pc.and_(todo, pc.greater_equal(pc.fill_null(joined["failures"], 0), max_attempts))
                 counts.given_up += pc.sum(exhausted).as_py() or 0
@@ -132,10 +130,6 @@ def remaining_run(run: RunDir, output: str | os.PathLike[str], max_attempts: int
             counts.written += rows.num_rows
         assert writer is not None
         writer.close()
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return counts
 
 
@@ -167,9 +161,3 @@ def _count(counts: ReduceCounts, joined: pa.Table) -> None:
         for reason in joined.filter(pa.array(status == "error"))["error"].to_pylist():
             short = (reason or "unknown").split(":")[0][:60]
             counts.failures_by_reason[short] = counts.failures_by_reason.get(short, 0) + 1
-
-
-def _tmp_path(output: str | os.PathLike[str]) -> str:
-    head, tail = os.path.split(os.path.abspath(output))
-    os.makedirs(head, exist_ok=True)
-    return os.path.join(head, f".{tail}.{os.getpid()}.tmp")

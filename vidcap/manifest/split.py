@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 
 from vidcap.errors import UserError
 from vidcap.manifest.io import DEFAULT_KEY, fingerprint, read_manifest
-from vidcap.run import ROW_COLUMN, RunDir, fsync_dir
+from vidcap.durable import Batch
+from vidcap.run import ROW_COLUMN, RunDir
 
 CONFIG_VERSION = 1
 
@@ -103,15 +104,16 @@ def split(
                 f"{run.root}: this run was split from {' and '.join(what)}; "
                 f"use another --run, or --force to archive its results and split again"
             )
+        _refuse_live_tasks(run)
         archive = _archive_run(run)
         print(f"archived the previous split and its results to {archive}")
 
     table = table.append_column(ROW_COLUMN, pa.array(range(table.num_rows), type=pa.int64()))
     bounds = shard_bounds(table.num_rows, count)
     run.shards_dir.mkdir(parents=True, exist_ok=True)
-    for index, (start, stop) in enumerate(bounds):
-        _write_parquet_atomic(table.slice(start, stop - start), run.shard_path(index))
-    fsync_dir(run.shards_dir)
+    with Batch() as batch:  # every shard durable before the config that says they exist
+        for index, (start, stop) in enumerate(bounds):
+            pq.write_table(table.slice(start, stop - start), batch.path(run.shard_path(index)))
     config = {
         "version": CONFIG_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -122,17 +124,33 @@ def split(
     return SplitResult(run, table.num_rows, config["shards"]["sizes"], reused=False)
 
 
-def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+def _refuse_live_tasks(run: RunDir) -> None:
+    """A task of the old split still writing (or queued to) would write old shards' results into the new
+    split, and its job records would map new shard numbers to old jobs: refuse until they are over."""
+    from vidcap.results import live_writers
+
+    busy = live_writers(run)
+    if busy:
+        raise UserError(f"{run.root}: tasks of the current split are still writing ({'; '.join(busy[:3])}"
+                        f"{' ...' if len(busy) > 3 else ''}); stop them or let them finish before --force")
+    slurm = sorted({job for shard, job in run.latest_jobs().items() if "_" in job or job.isdigit()})
+    if slurm:
+        from vidcap.scheduler.slurm import job_states
+        from vidcap.scheduler.slurm_states import UNKNOWN, is_live
+
+        states = job_states(slurm)
+        live = [f"{job} ({state.lower()})" for job, state in states.items() if is_live(state) or state == UNKNOWN]
+        if live:
+            raise UserError(f"{run.root}: Slurm jobs of the current split are still queued or running, or Slurm "
+                            f"does not answer about them: {', '.join(live[:5])}{' ...' if len(live) > 5 else ''}; "
+                            f"scancel them or let them end before --force")
 
 
 def _archive_run(run: RunDir) -> Path:
-    """Move the old split, results, markers and stats aside: nothing a user paid for is deleted."""
+    """Move the old split, results, markers, stats and job records aside: nothing a user paid for is deleted."""
     archive = run.root / "previous" / time.strftime("%Y%m%d-%H%M%S")
     archive.mkdir(parents=True, exist_ok=True)
-    for path in (run.config_path, run.shards_dir, run.results_dir, run.done_dir, run.stats_dir):
+    for path in (run.config_path, run.shards_dir, run.results_dir, run.done_dir, run.stats_dir, run.jobs_path):
         if path.exists():
             shutil.move(str(path), str(archive / path.name))
     return archive

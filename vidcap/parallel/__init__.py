@@ -46,7 +46,7 @@ def run_shard_ranks(run_dir: str | Path, index: int, stop: threading.Event | Non
     """
     from vidcap.parallel.env import RankEnv
     from vidcap.parallel.ranks import serve
-    from vidcap.worker import stop_on_signals
+    from vidcap.signals import stop_on_signals
 
     env = RankEnv.discover()
     if stop is None and env.leader:

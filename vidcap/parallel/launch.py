@@ -15,6 +15,7 @@ the launcher too: they exit when it is gone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -30,6 +31,7 @@ from vidcap.errors import UserError
 from vidcap.parallel.env import PARENT_ENV, REASON_ENV, free_port
 from vidcap.parallel.watchdog import EXIT_STALLED
 from vidcap.run import RunDir
+from vidcap.signals import in_slurm_job, on_signals, stop_message
 from vidcap.worker import ShardOutcome
 
 POLL_S = 0.1
@@ -112,23 +114,39 @@ def root_cause(procs: list[subprocess.Popen[bytes]], failed: list[tuple[int, int
 
 
 def supervise(procs: list[subprocess.Popen[bytes]], folder: Path, timeout_s: float | None = None) -> None:
-    """Wait for every rank; on the first failure kill the rest and raise. SIGTERM/SIGINT go to rank 0.
+    """Wait for every rank; on the first failure kill the rest and raise. SIGTERM/SIGINT go to rank 0, and
+    so does USR2 inside a Slurm job (a plain sbatch job's time limit, which srun passes on to this process).
     `timeout_s` (None: no limit; the ranks' own watchdogs bound each phase) ends them all when exceeded."""
     world = len(procs)
     give_up = time.monotonic() + timeout_s if timeout_s else None
     signals = {"count": 0}
 
-    def forward(signum: int, frame: Any) -> None:
-        signals["count"] += 1
+    def forward(signum: int, sender: str) -> None:
+        """TERM (or a first Ctrl-C): rank 0 stops after the batch in flight; a second Ctrl-C: rank 0 stops
+        now. USR2 (Slurm's time limit, passed on by srun in a plain sbatch job) goes to rank 0 as it is."""
         target = procs[0]
+        if signum == signal.SIGUSR2 and not in_slurm_job():
+            os.write(2, stop_message(signum, sender, "ignored (this process runs in no Slurm job)").encode())
+            return
+        if signum != signal.SIGUSR2:
+            signals["count"] += 1
+            os.write(2, stop_message(signum, sender, "telling tensor-parallel rank 0").encode())
+            signum = signal.SIGTERM if signals["count"] == 1 else signal.SIGINT
         if target.poll() is None:
-            # first signal: rank 0 stops after the batch in flight; a second Ctrl-C: rank 0 stops now
-            os.kill(target.pid, signal.SIGTERM if signals["count"] == 1 else signal.SIGINT)
+            os.kill(target.pid, signum)
 
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, forward)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda s, f: forward(s, "Ctrl-C")) if main else None
+    try:
+        with on_signals({signal.SIGTERM, signal.SIGUSR2}, forward) if main else contextlib.nullcontext():
+            _watch(procs, folder, world, give_up, timeout_s)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _watch(procs: list[subprocess.Popen[bytes]], folder: Path, world: int, give_up: float | None,
+           timeout_s: float | None) -> None:
     try:
         finished_at: float | None = None
         while True:
@@ -154,8 +172,6 @@ def supervise(procs: list[subprocess.Popen[bytes]], folder: Path, timeout_s: flo
                     return
             time.sleep(POLL_S)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         kill_all(procs)
 
 

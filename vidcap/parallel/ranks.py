@@ -182,7 +182,8 @@ def run_rank_main(argv: Sequence[str] | None = None) -> int:
     import argparse
     import json
 
-    from vidcap.worker import stop_on_signals
+    from vidcap.durable import atomic_write_text
+    from vidcap.signals import stop_on_signals
 
     p = argparse.ArgumentParser(prog="python -m vidcap.parallel", description=run_rank_main.__doc__)
     p.add_argument("run")
@@ -196,9 +197,7 @@ def run_rank_main(argv: Sequence[str] | None = None) -> int:
         with stop_on_signals(stop):  # the launcher forwards SIGTERM/SIGINT to rank 0 only
             outcomes = serve(args.run, args.shards, stop, env, progress=not args.no_progress)
         data = [{"index": o.index, "finished": o.finished, "stats": o.stats} for o in outcomes]
-        tmp = Path(args.outcomes + ".tmp")
-        tmp.write_text(json.dumps(data, default=str))
-        os.replace(tmp, args.outcomes)
+        atomic_write_text(args.outcomes, json.dumps(data, default=str))
     else:
         serve(args.run, args.shards, stop, env)
     sys.stdout.flush()

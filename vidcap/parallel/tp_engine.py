@@ -1,8 +1,8 @@
 """Rank 0's engine that shares each batch with the other ranks, and the followers' loop.
 
 Rank 0 runs the ordinary shard worker (`vidcap.worker.run_shard`): it alone reads frames (its prefetch
-process), and it alone writes results. Its engine is a `TensorParallelEngine`: `caption(samples)` first
-broadcasts the batch on the control group, then every rank runs the same `HFEngine.caption` on the same
+process), and it alone writes results. Its engine is a `TensorParallelEngine`: `run(samples)` first
+broadcasts the batch on the control group, then every rank runs the same `HFEngine.run` on the same
 samples, which makes every rank build the same inputs and call the same `generate` in lockstep (the model's
 collectives pair up). Followers run `follow()`: receive a message, caption the batch, repeat, until rank 0
 says "end" (the shard outcomes, which every rank returns) or "abort" (rank 0 failed: they fail too).
@@ -12,7 +12,7 @@ tensor, without pickling the pixels.
 
 After each batch the ranks agree (one all_gather on the control group) on how it went: every rank's status
 and a digest of its captions. So a failure is never one rank's private decision:
-* out of memory on any rank: every rank raises an out-of-memory error, so rank 0's `caption_batch`
+* out of memory on any rank: every rank raises an out-of-memory error, so rank 0's `run_batch`
   halves the batch (and broadcasts the halves) exactly as on one GPU, and followers simply caption what
   comes next. This works when the OOM leaves the ranks' collectives paired (it struck every rank alike, or
   before the first collective). When one rank fails in the middle of `generate`, its peers are left inside

@@ -9,8 +9,9 @@ from __future__ import annotations
 import threading
 
 from vidcap.run import RunDir
+from vidcap.signals import stop_on_signals
 from vidcap.tasks.spec import load_spec
-from vidcap.worker import ShardOutcome, run_shards, stop_on_signals
+from vidcap.worker import ShardOutcome, run_shards
 
 
 def run_local(run: RunDir, shards: list[int], progress: bool = True) -> list[ShardOutcome]:

@@ -19,6 +19,7 @@ from submitit.core.utils import FailedJobError
 
 from vidcap.errors import UserError
 from vidcap.scheduler.resources import SlurmResources, load_profile
+from vidcap.scheduler.slurm_states import FINAL_STATES, GONE, UNKNOWN, is_ended, normalize
 
 __all__ = [
     "FINAL_STATES",
@@ -30,14 +31,6 @@ __all__ = [
     "submit_array",
     "wait_for_jobs",
 ]
-
-# States after which Slurm will not run the job again by itself (PREEMPTED only when it was not requeued:
-# a requeued job is PENDING again in squeue, which is asked first).
-FINAL_STATES = frozenset(
-    {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
-     "DEADLINE"}
-)
-UNKNOWN = "UNKNOWN"
 
 # Environment variables whose values must never be written into a job script.
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW", re.IGNORECASE)
@@ -92,12 +85,15 @@ def submit_array(
     logs_dir: Path,
     name: str,
     max_array_size: int | None = None,
+    accepted: Callable[[int, list[submitit.Job[Any]]], None] | None = None,
 ) -> list[submitit.Job[Any]]:
     """Submit `fn(*args)` for each entry of `arg_lists` as Slurm job arrays and return at once.
 
     One array holds at most MaxArraySize tasks (read from the cluster unless given): submitit would put
     every task into one array, which sbatch refuses past the limit. The `%` throttle applies to each array.
     Logs and pickles go to `logs_dir/<jobid>_<task>/`. Job ids are `job.job_id` ("123_4").
+    `accepted(first, jobs)` is called as soon as sbatch has accepted each array (its jobs are the entries
+    `first`, `first + 1`, ... of `arg_lists`), so that a caller records them before the next sbatch can fail.
     """
     if not arg_lists:
         return []
@@ -119,6 +115,8 @@ def submit_array(
             done = f" (already submitted: {', '.join(sorted({j.job_id.split('_')[0] for j in jobs}))})" if jobs else ""
             raise UserError(f"sbatch refused tasks {start}..{start + limit - 1}: {exc}{done}") from None
         jobs.extend(chunk)
+        if accepted is not None:
+            accepted(start, chunk)
     return jobs
 
 
@@ -142,7 +140,7 @@ def _parse_states(text: str) -> dict[str, str]:
         if not sep or not state or "." in job_id or "+" in job_id:
             continue
         for expanded in _expand_ids(job_id):
-            states[expanded] = state.split()[0]
+            states[expanded] = normalize(state)
     return states
 
 
@@ -151,17 +149,20 @@ def _array_ids(job_ids: Iterable[str]) -> str:
 
 
 def job_states(job_ids: Sequence[str], timeout_s: float = 30.0) -> dict[str, str]:
-    """Slurm state of each job id ("123" or "123_4"): PENDING, RUNNING, ..., a final state, or UNKNOWN.
+    """Slurm state of each job id ("123" or "123_4"): a state of `slurm_states.PHASES`.
 
     squeue -t all answers for live jobs and for finished ones the controller still holds (MinJobAge);
-    sacct, where there is accounting, for the others. An id found nowhere (accounting off, a command that
-    failed or missed the deadline) is UNKNOWN: this returns within `timeout_s` and never waits on a job.
+    sacct, where there is accounting, for the others. An id that squeue answered without (it lists every
+    job the controller knows) and that sacct does not know either is GONE (ended and purged); one that
+    squeue did not answer for (it failed or missed the deadline) is UNKNOWN. This returns within
+    `timeout_s` and never waits on a job.
     """
     if not job_ids:
         return {}
     deadline = time.monotonic() + timeout_s
     states: dict[str, str] = {}
     squeue = _run(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T", "-j", _array_ids(job_ids)], deadline)
+    answered = squeue is not None and (squeue.returncode == 0 or "Invalid job id" in squeue.stderr)
     if squeue is not None and squeue.returncode == 0:  # 1 with "Invalid job id" when none is known any more
         states.update(_parse_states(squeue.stdout))
     missing = [job_id for job_id in job_ids if job_id not in states]
@@ -170,18 +171,17 @@ def job_states(job_ids: Sequence[str], timeout_s: float = 30.0) -> dict[str, str
         if sacct is not None and sacct.returncode == 0:  # 1 with "accounting storage is disabled"
             for job_id, state in _parse_states(sacct.stdout).items():
                 states.setdefault(job_id, state)
-    return {job_id: states.get(job_id, UNKNOWN) for job_id in job_ids}
+    return {job_id: states.get(job_id, GONE if answered else UNKNOWN) for job_id in job_ids}
 
 
 def wait_for_jobs(job_ids: Sequence[str], deadline_s: float, poll_s: float = 2.0) -> dict[str, str]:
-    """Poll until every job is in a final state or `deadline_s` has passed; return the last states seen.
+    """Poll until every job has ended or `deadline_s` has passed; return the last states seen.
 
-    Never blocks past the deadline, also for jobs that stay UNKNOWN (killed on a cluster without
-    accounting and forgotten by the controller): the caller reads the states and decides.
+    UNKNOWN (no answer) is not an end: it is polled again, and never past the deadline.
     """
     end = time.monotonic() + deadline_s
     while True:
         states = job_states(job_ids, timeout_s=max(end - time.monotonic(), 0.0))
-        if all(state in FINAL_STATES for state in states.values()) or time.monotonic() + poll_s >= end:
+        if all(is_ended(state) for state in states.values()) or time.monotonic() + poll_s >= end:
             return states
         time.sleep(poll_s)

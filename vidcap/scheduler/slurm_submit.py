@@ -19,13 +19,12 @@ from vidcap.tasks.spec import load_spec
 from vidcap.run import RunDir
 from vidcap.scheduler.preflight import check_before_submit
 from vidcap.scheduler.resources import SlurmResources
-from vidcap.scheduler.slurm import FINAL_STATES, UNKNOWN, job_states, submit_array
+from vidcap.scheduler.slurm import job_states, submit_array
+from vidcap.scheduler.slurm_states import UNKNOWN, is_ended, is_live
 from vidcap.scheduler.slurm_args import resources_from_args
 from vidcap.scheduler.submit import Submission
 from vidcap.scheduler.task import ShardTask
 
-ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
-                 "REQUEUE_HOLD", "REQUEUE_FED", "STOPPED", "SIGNALING", "STAGE_OUT"}
 JOB_END_GRACE_S = 60.0  # a task that wrote its last marker still returns its result to submitit and exits
 HEARTBEAT_S = 120.0  # a worker writes its stats after a batch, at most every 10 s (vidcap.worker)
 SINGLE_RANK_TARGET = "vidcap.worker:run_shard"
@@ -47,7 +46,7 @@ def active_shards(run: RunDir, shards: list[int]) -> dict[int, tuple[str, str]]:
     if not ids:
         return {}
     states = job_states(list(ids.values()))
-    busy = {s: (j, states[j]) for s, j in ids.items() if states.get(j) in ACTIVE_STATES}
+    busy = {s: (j, states[j]) for s, j in ids.items() if is_live(states.get(j, UNKNOWN))}
     for shard, job_id in ids.items():
         # Slurm did not answer (or forgot the job): a shard whose worker wrote its stats lately is still
         # being worked on; submitting it again would only make a second task that the result lock refuses
@@ -76,10 +75,12 @@ def submit_slurm(run: RunDir, shards: list[int], args: argparse.Namespace) -> Su
     run.save_config(config)
     target = SINGLE_RANK_TARGET if tp == 1 else TENSOR_PARALLEL_TARGET
     run.logs_dir.mkdir(parents=True, exist_ok=True)
+
+    def record(first: int, chunk: list) -> None:  # at once: a later array may fail, these still run
+        run.record_jobs({shard: j.job_id for shard, j in zip(todo[first:], chunk)}, "slurm")
+
     jobs = submit_array(ShardTask(target), [(str(run.root), s) for s in todo], resources, run.logs_dir,
-                        name=f"vidcap-{run.root.name}")
-    shard_jobs = {shard: j.job_id for shard, j in zip(todo, jobs)}
-    run.record_jobs(shard_jobs, "slurm")
+                        name=f"vidcap-{run.root.name}", accepted=record)
     arrays = sorted({j.job_id.split("_")[0] for j in jobs})
     print(f"submitted {len(todo)} shard tasks as Slurm job array(s) {', '.join(arrays)}"
           f"{f' (at most {resources.array_parallelism} at once per array)' if resources.array_parallelism else ''}; "
@@ -93,6 +94,7 @@ def wait_slurm(run: RunDir, submission: Submission, timeout_s: float | None, pol
     end = time.monotonic() + timeout_s if timeout_s else float("inf")
     bar = tqdm(total=len(ids), desc="shards done", unit="shard", file=sys.stderr,
                mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    warned_unknown = False
     try:
         while True:
             done = [s for s in ids if run.is_done(s)]
@@ -101,8 +103,13 @@ def wait_slurm(run: RunDir, submission: Submission, timeout_s: float | None, pol
                 _let_jobs_end(list(ids.values()), min(JOB_END_GRACE_S, max(end - time.monotonic(), 0.0)), poll_s)
                 return
             pending = {s: j for s, j in ids.items() if s not in done}
-            states = job_states(list(pending.values()))
-            if all(states[j] in FINAL_STATES or states[j] == "UNKNOWN" for j in pending.values()):
+            states = job_states(list(pending.values()), timeout_s=max(1.0, min(30.0, end - time.monotonic())))
+            unknown = [j for j in pending.values() if states[j] == UNKNOWN]
+            if unknown and not warned_unknown:
+                warned_unknown = True  # a slow controller: the jobs may still run, so keep waiting
+                print(f"\nSlurm did not answer about {len(unknown)} job(s) (e.g. {unknown[0]}); still waiting",
+                      file=sys.stderr)
+            if all(is_ended(states[j]) for j in pending.values()):
                 time.sleep(poll_s)  # a marker written just before the job ended
                 if all(run.is_done(s) for s in pending):
                     bar.update(len(ids) - bar.n)
@@ -124,6 +131,6 @@ def _let_jobs_end(job_ids: list[str], grace_s: float, poll_s: float) -> None:
     end = time.monotonic() + grace_s
     while time.monotonic() < end:
         states = job_states(job_ids, timeout_s=max(end - time.monotonic(), 1.0))
-        if not any(state in ACTIVE_STATES for state in states.values()):
+        if not any(is_live(state) for state in states.values()):
             return
         time.sleep(min(poll_s, 0.5))

@@ -21,6 +21,7 @@ from typing import Any, Callable, Protocol
 from submitit.core.job_environment import JobEnvironment
 from submitit.helpers import Checkpointable
 
+from vidcap.errors import UserError
 from vidcap.signals import signal_sets_event
 
 
@@ -36,6 +37,19 @@ def _resolve(target: str) -> Callable[..., Outcome]:
     for part in attr.split("."):
         obj = getattr(obj, part)
     return obj  # type: ignore[no-any-return]
+
+
+def preemption_signal() -> int:
+    """The signal submitit's Slurm jobs get before their time limit: USR2 unless SUBMITIT_PREEMPT_SIGNAL
+    says otherwise. submitit keeps this in a private method (`JobEnvironment._usr_sig`; the range in
+    pyproject.toml is the one checked): a submitit without it is refused in one line rather than failing in every task."""
+    usr_sig = getattr(JobEnvironment, "_usr_sig", None)
+    if usr_sig is None:
+        import submitit
+
+        raise UserError(f"submitit {getattr(submitit, '__version__', '?')} has no JobEnvironment._usr_sig, which "
+                        "vidcap needs to stop a task after its batch; install submitit>=1.5,<1.6")
+    return int(usr_sig())
 
 
 class ShardTask(Checkpointable):
@@ -54,11 +68,11 @@ class ShardTask(Checkpointable):
 
     def __call__(self, *args: Any) -> Outcome:
         function = _resolve(self.target)
-        usr_sig = JobEnvironment._usr_sig()  # USR2 unless SUBMITIT_PREEMPT_SIGNAL says otherwise
+        usr_sig = preemption_signal()
         submitit_handler = signal.getsignal(usr_sig)
         stop = threading.Event()
         # SIG_IGN on the way out: a signal after the target returned comes too late to matter
-        with signal_sets_event(usr_sig, stop, after=signal.SIG_IGN):
+        with signal_sets_event(usr_sig, stop, message=True, after=signal.SIG_IGN):
             outcome = function(*args, stop=stop)
         if not outcome.finished and stop.is_set() and callable(submitit_handler):
             submitit_handler(usr_sig, None)  # checkpoint, scontrol requeue, sys.exit

@@ -22,6 +22,27 @@ def resolve_paths(values: list[str], data_root: str, manifest_path: str) -> list
     return [v if os.path.isabs(v) else str(root / v) for v in values]
 
 
+def sample_is_video(paths: list[str], limit: int = 50) -> bool:
+    """Whether a run of these files captions videos, told from the content of the first `limit` readable
+    files (vidcap.frames.probe.sniff, as the readers do), never from their names: images only -> False."""
+    from vidcap.frames.errors import FrameError
+    from vidcap.frames.probe import sniff
+
+    images = others = 0
+    for path in paths:
+        try:
+            kind = sniff(path)
+        except FrameError:  # missing or empty: the reader will say so on its row
+            continue
+        if kind == "image":
+            images += 1
+        else:
+            others += 1
+        if images + others >= limit:
+            break
+    return not (images and not others)
+
+
 def load_reader(target: str) -> Any:
     module_name, _, name = target.partition(":")
     try:

@@ -10,7 +10,8 @@ How to add a task (camera motion, tags, ...):
  2. Frames tasks: return a `FramePlan` from `frame_plan()` (K evenly spaced; or your own reader function,
     "module:function" with read_frames' signature). Text tasks: return the column from `text_column()`.
  3. `prompt_for(sample)` gives the engine's prompt; `values(sample, result)` turns one `Result` into the
-    row's column values, or raises `AnswerError("reason")` to make that row an error (e.g. unparsable tags).
+    row's column values, or raises `AnswerError("reason")` to make that row an error (e.g. unparsable tags;
+    `AnswerError("reason", values={...})` keeps some columns on the error row, e.g. a flagged caption).
  4. Add `"<name>": "vidcap.tasks.<name>:<Class>"` to `TASKS` (vidcap/tasks/__init__.py). A new engine the
     same way: `vidcap/engines/<name>.py` (Engine subclass + Settings), one line in `ENGINES`.
  5. The command: `vidcap/commands/<name>.py` builds a `TaskSpec` and calls `commands.runflow.run_task`.
@@ -33,11 +34,12 @@ __all__ = ["AnswerError", "FRAMES", "FramePlan", "TEXT", "Task"]
 class AnswerError(Exception):
     """Raised by `Task.values`: this row's answer is unusable; the row becomes an `error` row with the reason.
 
-    `values`: task columns still worth keeping on the error row (the model's raw answer, say)."""
+    `values` are column values the error row keeps all the same (a caption flagged as a loop keeps its text and
+    flags, so it can be looked at); the other columns get the task's `error_values`."""
 
     def __init__(self, reason: str, values: dict[str, Any] | None = None) -> None:
         super().__init__(reason)
-        self.values = values or {}
+        self.values = dict(values or {})
 
 
 @dataclass(frozen=True)

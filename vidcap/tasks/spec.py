@@ -21,7 +21,7 @@ from vidcap.engines import engine_class, engine_settings
 from vidcap.engines.base import Needs
 from vidcap.errors import UserError
 from vidcap.run import RunDir
-from vidcap.settings import changes, operational, to_dict
+from vidcap.settings import changes, from_dict, operational, to_dict
 from vidcap.tasks import task_class, task_settings
 from vidcap.tasks.base import Task
 
@@ -76,7 +76,7 @@ class TaskSpec:
 
     def preflight(self) -> None:
         """What can be checked before anything is frozen or submitted (no model load)."""
-        engine_class(self.engine).preflight(self.engine_settings)
+        engine_class(self.engine).preflight(self.engine_settings, self)
 
     @property
     def prompt(self) -> str:
@@ -111,8 +111,6 @@ class TaskSpec:
         if "task" not in config:
             raise UserError("no task in this run yet (run `vidcap submit` or `vidcap caption` on it first)")
         task, engine = config["task"], config.get("engine", {})
-        from vidcap.settings import from_dict
-
         return cls(
             task=task["name"], settings=task_settings(task["name"], task.get("settings", {})),
             engine=engine.get("name", "hf"),
@@ -200,8 +198,6 @@ def _from_job(job: dict[str, Any]) -> TaskSpec:
                "num_frames": job.get("num_frames", 3), "resize": job.get("resize", 336),
                "is_video": job.get("is_video", True)}
     source = {k: job[k] for k in ("data_root", "path_column", "backend", "readers", "ahead") if k in job}
-    from vidcap.settings import from_dict
-
     return TaskSpec(task="caption", settings=task_settings("caption", caption), engine=name,
                     engine_settings=engine_settings(name, values),
                     source=from_dict(SourceSettings, source, where="source settings"),
