@@ -158,3 +158,13 @@ def test_text_engine_halves_a_batch_on_out_of_memory_and_keeps_order(tiny, gener
             assert result.text == alone.text, sample.key
     engine.close()
     assert engine.generator is None
+
+
+def test_make_tiny_model_builds_the_chat_family(tmp_path):
+    from vidcap.cli import main
+
+    assert main(["make-tiny-model", str(tmp_path / "chat"), "--family", "llama-chat"]) == 0
+    tokenizer = load_chat_tokenizer(str(tmp_path / "chat"))
+    assert "<|start_header_id|>assistant<|end_header_id|>" in tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    assert type(load_chat_model(str(tmp_path / "chat"), device="cpu")).__name__ == "LlamaForCausalLM"

@@ -52,8 +52,8 @@ def failures_so_far(run: RunDir, index: int) -> dict[str, int]:
 
 
 def rows_to_do(run: RunDir, index: int, shard: pa.Table, key: str, max_attempts: int) -> tuple[pa.Table, int, int]:
-    """Shard rows that still need an answer: no `ok` result yet (nor `skipped`: a row with nothing to do, such
-    as an empty caption, is not run again) and fewer than `max_attempts` failures.
+    """Shard rows that still need an answer: no `ok` (or `skipped`: nothing to do) result yet and fewer than
+    `max_attempts` failures.
 
     Returns (rows, already ok, given up)."""
     best = best_per_key(read_results(run, index), key="key")

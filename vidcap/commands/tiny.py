@@ -8,6 +8,8 @@ import sys
 from vidcap.errors import UserError
 from vidcap.fixtures.tiny_models import ALL_FAMILIES  # light: torch and transformers load only when a model is built
 
+CHAT_FAMILY = "llama-chat"  # vidcap.fixtures.tiny_text_model: a text-only chat model, for the tag task
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
@@ -17,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "trained on the spot, offline. It loads like a hub checkpoint; its captions are noise.",
     )
     parser.add_argument("dir", help="folder to write the model to")
-    parser.add_argument("--family", choices=ALL_FAMILIES, default="llava", help="model family (default: llava)")
+    parser.add_argument("--family", choices=(*ALL_FAMILIES, CHAT_FAMILY), default="llava",
+                        help=f"model family (default: llava; {CHAT_FAMILY}: a chat LM for `vidcap tag`)")
     parser.add_argument("--width", type=int, default=64,
                         help="language model hidden size, a multiple of 32 (default: 64; 128 for tensor-parallel "
                              "tests)")
@@ -33,7 +36,12 @@ def run(args: argparse.Namespace) -> int:
     from vidcap.fixtures.tiny_models import NOISE_WARNING, make_tiny_model
 
     hf_logging.disable_progress_bar()
-    out = make_tiny_model(args.dir, family=args.family, width=args.width, seed=args.seed)
+    if args.family == CHAT_FAMILY:
+        from vidcap.fixtures.tiny_text_model import make_tiny_text_model
+
+        out = make_tiny_text_model(args.dir, width=args.width, seed=args.seed)
+    else:
+        out = make_tiny_model(args.dir, family=args.family, width=args.width, seed=args.seed)
     banner = "!" * len(NOISE_WARNING)
     print(f"{banner}\n{NOISE_WARNING}\n{banner}", file=sys.stderr)
     print(f"tiny {args.family} model (width {args.width}) written to {out}")

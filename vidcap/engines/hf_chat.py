@@ -144,7 +144,9 @@ class ChatGenerator:
             figures["random_weights"] = True
         q_proj = _first_q_proj(self.model)
         if q_proj is not None:  # rows of this process's attention query projection: halved under TP=2
-            figures["q_proj_rows"] = int(q_proj.weight.shape[0])
+            weight = q_proj.weight
+            local = weight.to_local() if hasattr(weight, "to_local") else weight  # transformers TP: a DTensor
+            figures["q_proj_rows"] = int(local.shape[0])
         if self.device.type == "cuda":
             figures["peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated(self.device)
         return figures
