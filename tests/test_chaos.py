@@ -74,14 +74,17 @@ def unleash(run: RunDir, cli: Cli, rng: random.Random, kills: int, window_s: flo
 
 
 def resume_until_done(run: RunDir, cli: Cli, deadline_s: float, seed: int, poll_s: float = 4.0) -> int:
+    """Resume until every shard is done and a resume reopens none (a done shard with a refused row)."""
     deadline = time.monotonic() + deadline_s
     resumes = 0
-    while not all_done(run):
+    while True:
         assert time.monotonic() < deadline, f"seed {seed}: not done after the deadline; {cli('status', run.root)}"
-        cli("resume", run.root)
+        finished = all_done(run)
+        out = cli("resume", run.root)
         resumes += 1
+        if finished and "reopened" not in out:
+            return resumes
         time.sleep(poll_s)
-    return resumes
 
 
 def check_run(run: RunDir, cli: Cli, keys: list[str], killed: dict[str, str], seed: int,
