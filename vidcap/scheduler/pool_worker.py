@@ -1,8 +1,9 @@
 """One worker of the local pool (`vidcap.scheduler.workers`): load the model once, then caption the shards the
 pool hands out, one claim at a time, until it has none left.
 
-`python -m vidcap.scheduler.pool_worker RUN` runs the ordinary local executor (`run_local`) over `Claims`, an
-iterable that asks the pool for the next shard each time the previous one is over. Nothing here knows about
+The worker process (`python -c COMMAND RUN`) runs what the local executor runs in its own process
+(`placement.run_here`) over `Claims`, an iterable that asks the pool for the next shard each time the
+previous one is over. Nothing here knows about
 models or tensor parallelism: with `--tp-size N` the local executor starts N ranks on this worker's devices
 and rank 0 makes its own `Claims` from the same environment.
 
@@ -90,11 +91,11 @@ def _watch_parent() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from vidcap.run import RunDir
-    from vidcap.scheduler.local import run_local
+    from vidcap.scheduler.placement import run_here
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m vidcap.scheduler.pool_worker RUN (started by the pool)", file=sys.stderr)
+        print("usage: pool_worker RUN (started by vidcap's local worker pool)", file=sys.stderr)
         return 2
     claims = Claims.from_env()
     if claims is None:
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _watch_parent()
     try:
-        outcomes = run_local(RunDir.at(args[0]), claims, progress=False)
+        outcomes = run_here(RunDir.at(args[0]), claims, progress=False)  # type: ignore[arg-type]
     except UserError as exc:
         print(f"vidcap worker {claims.worker}: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -116,9 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    # run from the module imported under its own name: its Claims class must be the one the tensor-parallel
-    # launcher recognises (as __main__, this file's classes are other classes)
-    from vidcap.scheduler.pool_worker import main as _main
-
-    sys.exit(_main())
+#: how the pool starts a worker: imported under its own name (run as __main__, this file's Claims would be
+#: another class than the one the tensor-parallel launcher recognises)
+COMMAND = "import sys; from vidcap.scheduler.pool_worker import main; sys.exit(main(sys.argv[1:]))"

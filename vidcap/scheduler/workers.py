@@ -38,7 +38,7 @@ from typing import Any
 
 from vidcap.errors import UserError
 from vidcap.run import RunDir
-from vidcap.scheduler.pool_worker import POOL_ENV, WORKER_ENV
+from vidcap.scheduler.pool_worker import COMMAND, POOL_ENV, WORKER_ENV
 from vidcap.worker import ShardOutcome
 
 POLL_S = 0.2
@@ -182,7 +182,7 @@ class Pool:
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(self.plans))))
         log = folder / LOG_NAME
         with open(log, "ab") as err:
-            proc = subprocess.Popen([sys.executable, "-m", "vidcap.scheduler.pool_worker", str(self.run.root)],
+            proc = subprocess.Popen([sys.executable, "-c", COMMAND, str(self.run.root)],
                                     stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env,
                                     start_new_session=True)
         return _Worker(plan, job_id, proc, log)
