@@ -292,19 +292,20 @@ def test_tiny_random_models_babble_is_flagged(tmp_path):
     import numpy as np
     import torch
 
-    from vidcap.engines import EngineConfig, create_engine
     from vidcap.engines.base import Sample
+    from vidcap.engines.hf import HFEngine
+    from vidcap.engines.hf_settings import HFSettings
     from vidcap.fixtures.tiny_models import make_tiny_model
 
     torch.set_num_threads(1)
     max_new = 48
-    engine = create_engine(EngineConfig(model=str(make_tiny_model(tmp_path / "m", "llava")),
-                                        max_new_tokens=max_new))
+    engine = HFEngine.loaded(HFSettings(model=str(make_tiny_model(tmp_path / "m", "llava")), max_new_tokens=max_new))
     rng = np.random.default_rng(0)
     prompt = PRESETS["video"].text
     samples = [Sample(str(i), [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(3)], prompt)
                for i in range(8)]
-    captions = engine.caption(samples)
+    captions = engine.run(samples)
+    engine.close()
     checker = CaptionChecker()
     content = 0
     for caption in captions:
