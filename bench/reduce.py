@@ -65,12 +65,13 @@ def make_data(folder: str, rows: int, parts: int, seed: int = 0) -> None:
     part_of = rng.integers(0, parts, len(key_ids))
     order = np.lexsort((key_ids, part_of))  # each part in manifest order, like one worker's output
     key_ids, part_of = key_ids[order], part_of[order]
-    words = pa.array(WORDS)
+    words = pa.array(WORDS, pa.large_string())  # 30M rows of text pass 2 GiB: 64-bit offsets
     text = pc.binary_join_element_wise(
-        *[words.take(pa.array(rng.integers(0, len(WORDS), len(key_ids)))) for _ in range(16)], " "
+        *[words.take(pa.array(rng.integers(0, len(WORDS), len(key_ids)))) for _ in range(16)],
+        pa.scalar(" ", pa.large_string()),
     )
     status = pa.array(np.where(rng.random(len(key_ids)) < 0.03, "error", "ok"))
-    text = pc.if_else(pc.equal(status, "ok"), text, "")
+    text = pc.if_else(pc.equal(status, "ok"), text, pa.scalar("", pa.large_string()))
     results = pa.table({"path": paths.take(pa.array(key_ids)), "text": text, "status": status})
     bounds = np.searchsorted(part_of, np.arange(parts + 1))
     for p in range(parts):
