@@ -191,7 +191,8 @@ def test_preemption_signal_requeues_without_using_a_timeout(tmp_path: Path) -> N
 
 
 def _fake_vidcap(tmp_path: Path) -> Path:
-    """A `vidcap` on PATH standing in for run-shard: records its call; a first run waits for USR2."""
+    """A `vidcap` on PATH standing in for run-shard: records its call; a first run waits for USR2 and then exits
+    143 as run-shard does when it stops before the shard is done (the template requeues on a non-zero exit)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "vidcap").write_text(
@@ -199,7 +200,7 @@ def _fake_vidcap(tmp_path: Path) -> Path:
 run=$2 shard=$3
 echo "$* restart=${SLURM_RESTART_COUNT:-0}" >> "$run/calls-$shard"
 if [ "$shard" = 11 ] && [ -z "${SLURM_RESTART_COUNT:-}" ]; then
-  trap 'echo "stopped" >> "$run/calls-$shard"; exit 0' USR2
+  trap 'echo "stopped" >> "$run/calls-$shard"; exit 143' USR2  # as run-shard: 143 = stopped early
   while :; do sleep 0.1; done
 fi
 mkdir -p "$run/done" && touch "$run/done/$(printf 'shard-%05d' "$shard")"

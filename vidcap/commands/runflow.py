@@ -110,6 +110,9 @@ def add_engine_arguments(p: argparse.ArgumentParser, default: str = "hf") -> Non
 
 def engine_settings_from_args(args: argparse.Namespace) -> Any:
     """The chosen engine's settings from the flags of `add_engine_arguments`."""
+    if getattr(args, "ds_kernel_inject", False) and args.engine != "hf":
+        raise UserError(f"--ds-kernel-inject applies to tensor-parallel runs through DeepSpeed of the hf engine "
+                        f"(--engine hf --tp-size 2 or more), not to --engine {args.engine}")
     if args.engine == "hf":
         from vidcap.engines.hf_settings import HFSettings
 

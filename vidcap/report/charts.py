@@ -192,6 +192,16 @@ def tags(facts: RunFacts, out: Path) -> Chart | None:
     return _save(fig, out, "tags", "Tag distributions")
 
 
+def flags(facts: RunFacts, out: Path) -> Chart | None:
+    found = facts.flag_counts()
+    if not found:
+        return None
+    fig, axes = _figure(1)
+    _hbars(axes[0], found, "#8c2f5a", limit=28)
+    axes[0].set_title("rows per caption-check flag (`vidcap merge --drop-flagged` leaves them out)", fontsize=9)
+    return _save(fig, out, "flags", "Caption check flags")
+
+
 def motion(facts: RunFacts, out: Path) -> Chart | None:
     found = facts.label_counts()
     if not found:
@@ -203,4 +213,4 @@ def motion(facts: RunFacts, out: Path) -> Chart | None:
     return _save(fig, out, "motion", "Camera motion labels")
 
 
-CHARTS = (throughput, statuses, errors, tokens_cost, tags, motion)
+CHARTS = (throughput, statuses, errors, tokens_cost, flags, tags, motion)

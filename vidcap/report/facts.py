@@ -20,7 +20,8 @@ from vidcap.results import WRITTEN_AT, read_results
 from vidcap.run import RunDir
 
 LABEL_COLUMNS = ("cmotion",)
-TAG_COLUMNS = ("objects", "actions", "flags")
+TAG_COLUMNS = ("objects", "actions")
+FLAG_COLUMN = "flags"  # caption checks: drawn as their own chart
 WRITTEN = ("key", "status", "error", WRITTEN_AT, "seconds", "prompt_tokens", "generated_tokens", "cost_usd")
 
 
@@ -57,9 +58,16 @@ class RunFacts:
 
     def tag_counts(self) -> dict[str, list[tuple[str, int]]]:
         """Per tag column present: values by frequency (over the rows that count)."""
+        return self._list_counts(TAG_COLUMNS + tuple(f.name for f in self.final.schema if pa.types.is_list(f.type)
+                                                     and f.name not in TAG_COLUMNS and f.name != FLAG_COLUMN))
+
+    def flag_counts(self) -> list[tuple[str, int]]:
+        """Caption-check flags by frequency (vidcap.checks), [] when the run has none."""
+        return self._list_counts((FLAG_COLUMN,)).get(FLAG_COLUMN, [])
+
+    def _list_counts(self, names: tuple[str, ...]) -> dict[str, list[tuple[str, int]]]:
         found = {}
-        for name in TAG_COLUMNS + tuple(f.name for f in self.final.schema
-                                        if pa.types.is_list(f.type) and f.name not in TAG_COLUMNS):
+        for name in names:
             if name in self.final.column_names and name not in found:
                 column = self.final[name]
                 if pa.types.is_list(column.type):

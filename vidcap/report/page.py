@@ -69,7 +69,7 @@ def build_report(run: RunDir, out: str | os.PathLike[str]) -> ReportResult:
 
 
 SKIPPED_WHY = {"throughput": "no rows written yet", "errors": "no failed rows", "tokens_cost":
-               "no tokens or cost recorded (this engine reports none)", "tags": "no tag columns",
+               "no tokens or cost recorded (this engine reports none)", "tags": "no tag columns", "flags": "no caption flagged",
                "motion": "no cmotion labels"}
 
 
