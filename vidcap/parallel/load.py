@@ -157,7 +157,8 @@ def _load_deepspeed(config: HFSettings, env: RankEnv, device: torch.device, grou
     model = _load_whole(dataclasses.replace(config, device="cpu", dtype=name))
     policy = language_only_policy(model)
     kwargs: dict[str, Any] = {}
-    inject = getattr(config, "ds_kernel_inject", False) and use_kernel_inject(model, device, policy, env.leader)  # hf engine only (not the chat engine)
+    # --ds-kernel-inject is the hf engine's setting; the chat engine for tags has none
+    inject = getattr(config, "ds_kernel_inject", False) and use_kernel_inject(model, device, policy, env.leader)
     if policy is not None and not inject:
         kwargs["injection_policy"] = policy
         log.info("DeepSpeed AutoTP limited to the language decoder layers of %s", model.config.model_type)
