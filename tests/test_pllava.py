@@ -18,7 +18,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from pllava_helpers import TIE_GAP, compare, fixed_batch, frames, greedy
+from pllava_helpers import fixed_batch, frames, greedy
+from tie_aware import TIE_GAP, compare
 from vidcap.cli import main
 from vidcap.engines.base import Sample
 from vidcap.engines.pllava import PllavaEngine

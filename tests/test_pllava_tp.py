@@ -18,7 +18,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
-from pllava_helpers import compare, fixed_batch, greedy  # noqa: E402
+from pllava_helpers import fixed_batch, greedy  # noqa: E402
+from tie_aware import compare  # noqa: E402
 from vidcap.engines.pllava import PllavaEngine  # noqa: E402
 from vidcap.engines.pllava_settings import PllavaSettings  # noqa: E402
 from vidcap.parallel.launch import start_ranks, supervise  # noqa: E402
