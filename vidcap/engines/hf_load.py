@@ -18,6 +18,7 @@ from transformers import (AutoConfig, AutoImageProcessor, AutoModelForImageTextT
 
 from vidcap.engines.hf_settings import HFSettings
 from vidcap.engines.hf_video import STAND_INS, accepting_stand_in
+from vidcap.engines.model_settings import ATTN_CHOICES
 from vidcap.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,6 @@ DTYPES: dict[str, torch.dtype] = {
     "fp16": torch.float16, "float16": torch.float16,
     "fp32": torch.float32, "float32": torch.float32,
 }
-ATTN_CHOICES = ("flash_attention_2", "sdpa", "eager")
 
 
 def resolve_device(name: str | None) -> torch.device:

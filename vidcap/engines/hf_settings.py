@@ -9,12 +9,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from vidcap.engines.model_settings import common_problems
 from vidcap.errors import UserError
 from vidcap.settings import operational
-
-DTYPE_CHOICES = ("bf16", "bfloat16", "fp16", "float16", "fp32", "float32")
-ATTN_CHOICES = ("flash_attention_2", "sdpa", "eager")
-TP_BACKENDS = ("deepspeed", "transformers")
 
 
 @dataclass(frozen=True)
@@ -33,19 +30,9 @@ class HFSettings:
     retry_repetition_penalty: float | None = operational(None)
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.max_new_tokens < 1:
-            problems.append(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
-        if self.dtype is not None and self.dtype.lower() not in DTYPE_CHOICES:
-            problems.append(f"unknown --dtype {self.dtype!r} (choose from bf16, fp16, fp32)")
-        if self.attn is not None and self.attn not in ATTN_CHOICES:
-            problems.append(f"unknown --attn {self.attn!r} (choose from {', '.join(ATTN_CHOICES)})")
-        if self.tp_size < 1:
-            problems.append(f"--tp-size must be at least 1, got {self.tp_size}")
+        problems = common_problems(self)
         if self.retry_repetition_penalty is not None and self.retry_repetition_penalty <= 0:
             problems.append(f"--retry-repetition-penalty must be positive, got {self.retry_repetition_penalty}")
-        if self.tp_backend not in TP_BACKENDS:
-            problems.append(f"unknown --tp-backend {self.tp_backend!r} (choose from {', '.join(TP_BACKENDS)})")
         if self.ds_kernel_inject and (self.tp_size < 2 or self.tp_backend != "deepspeed"):
             problems.append("--ds-kernel-inject applies to tensor-parallel runs through DeepSpeed "
                             "(--tp-size 2 or more, --tp-backend deepspeed)")

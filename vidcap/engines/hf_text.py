@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from vidcap.engines.base import TEXT, Engine, Needs, Result, Sample
+from vidcap.engines.model_settings import common_problems
 from vidcap.errors import UserError
 from vidcap.settings import operational
 
@@ -31,10 +32,9 @@ class HFTextSettings:
     tp_backend: str = operational("deepspeed")  # or transformers
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise UserError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
-        if self.tp_size < 1:
-            raise UserError(f"--tp-size must be at least 1, got {self.tp_size}")
+        problems = common_problems(self)
+        if problems:
+            raise UserError("; ".join(problems))
 
 
 class HFTextEngine(Engine):

@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from vidcap.engines.model_settings import common_problems
 from vidcap.errors import UserError
 from vidcap.settings import operational
 
 FRAME_FITS = ("crop", "pad")
-DTYPE_CHOICES = ("bf16", "bfloat16", "fp16", "float16", "fp32", "float32")
-ATTN_CHOICES = ("flash_attention_2", "sdpa", "eager")
 
 
 @dataclass(frozen=True)
@@ -31,21 +30,13 @@ class PllavaSettings:
     tp_backend: str = operational("deepspeed")
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.max_new_tokens < 1:
-            problems.append(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
+        problems = common_problems(self, tp_backends=None)
         if self.lora_alpha < 0:
             problems.append(f"--lora-alpha must be 0 or more, got {self.lora_alpha}")
         if self.frame_fit not in FRAME_FITS:
             problems.append(f"unknown --frame-fit {self.frame_fit!r} (choose from {', '.join(FRAME_FITS)})")
         if self.pooling_shape is not None and (len(self.pooling_shape) != 3 or min(self.pooling_shape) < 1):
             problems.append(f"--pooling-shape must be three positive integers T-H-W, got {self.pooling_shape}")
-        if self.dtype is not None and self.dtype.lower() not in DTYPE_CHOICES:
-            problems.append(f"unknown --dtype {self.dtype!r} (choose from bf16, fp16, fp32)")
-        if self.attn is not None and self.attn not in ATTN_CHOICES:
-            problems.append(f"unknown --attn {self.attn!r} (choose from {', '.join(ATTN_CHOICES)})")
-        if self.tp_size < 1:
-            problems.append(f"--tp-size must be at least 1, got {self.tp_size}")
         if self.tp_backend != "deepspeed":
             problems.append("PLLaVA's tensor parallelism is DeepSpeed AutoTP over the language model: "
                             "--tp-backend deepspeed")
