@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -34,6 +34,7 @@ from vidcap.stats import ShardStats
 from vidcap.sources import source_class
 from vidcap.tasks.base import AnswerError, Task
 from vidcap.tasks.spec import TaskSpec, load_spec
+
 
 @dataclass
 class ShardOutcome:
@@ -146,7 +147,7 @@ def run_shard(
             return ShardOutcome(index, True, final)
         keys = todo[key].cast(pa.string()).to_pylist()
         # signals first: the reader processes and their resource tracker inherit how USR2 is handled
-        with (stop_on_signals(stop) if own_stop else _nothing()), \
+        with (stop_on_signals(stop) if own_stop else nullcontext()), \
                 source_class(task.source)(spec.source, task, todo, keys, config["manifest"]["path"]) as source, \
                 _engine_for(spec, engine) as engine:  # reading starts before the model loads
             stopped = _drain(source, engine, task, writer, stats, stop, spec.batch_size, index, progress,
@@ -203,11 +204,6 @@ def _engine_for(spec: TaskSpec, engine: Engine | None) -> Iterator[Engine]:
         yield own
     finally:
         own.close()
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 def run_shards(run: RunDir, shards: list[int], engine: Engine, stop: threading.Event,
