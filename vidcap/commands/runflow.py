@@ -72,6 +72,8 @@ def add_media_arguments(p: argparse.ArgumentParser, num_frames: int = 3, resize:
 
 def add_engine_arguments(p: argparse.ArgumentParser, default: str = "hf") -> None:
     """Engine choice and every built-in engine's flags (each engine keeps only its own)."""
+    from vidcap.engines.model_settings import ATTN_CHOICES, TP_BACKENDS
+
     g = p.add_argument_group("model")
     g.add_argument("--engine", default=default,
                    help="hf (Hugging Face model), pllava, openai (API), noop (no model)"
@@ -79,10 +81,10 @@ def add_engine_arguments(p: argparse.ArgumentParser, default: str = "hf") -> Non
     g.add_argument("--model", default="", help="hub id or local folder (hf), model name (openai)")
     g.add_argument("--max-new-tokens", type=int, default=256)
     g.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="default: bf16 on CUDA, fp32 on CPU")
-    g.add_argument("--attn", choices=["flash_attention_2", "sdpa", "eager"], help="attention implementation")
+    g.add_argument("--attn", choices=ATTN_CHOICES, help="attention implementation")
     g.add_argument("--device", help="cuda, cpu (default: cuda when present)")
     g.add_argument("--tp-size", type=int, default=1, help="tensor-parallel processes per shard task")
-    g.add_argument("--tp-backend", choices=["deepspeed", "transformers"], default="deepspeed")
+    g.add_argument("--tp-backend", choices=TP_BACKENDS, default="deepspeed")
     g.add_argument("--ds-kernel-inject", action="store_true",
                    help="DeepSpeed's fused kernels for the language model where it has them (CUDA, --tp-size 2+, "
                         "--tp-backend deepspeed); AutoTP otherwise")
