@@ -25,7 +25,12 @@ def bucket_count(nbytes: int, budget: int) -> int:
 
 def bucket_of(keys: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
     """Bucket number (0..buckets-1) of each key, the same for equal keys in any batch or file."""
-    return (key_hash(keys) % np.uint64(buckets)).astype(np.int32)
+    return bucket_of_hash(key_hash(keys), buckets)
+
+
+def bucket_of_hash(hashes: np.ndarray, buckets: int) -> np.ndarray:
+    """`bucket_of` from the keys' `key_hash` (a caller that keeps the hashes hashes each key once)."""
+    return (hashes % np.uint64(buckets)).astype(np.int32)
 
 
 class Partitions:
