@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from vidcap.durable import atomic_path
 from vidcap.errors import UserError
-from vidcap.manifest.buckets import Partitions, bucket_count, bucket_of_hash
+from vidcap.manifest.buckets import Partitions, bucket_count, bucket_of_hash, id_type
 from vidcap.manifest.io import (
     DEFAULT_KEY,
     TableWriter,
@@ -302,7 +302,7 @@ _HASH_FIELD = pa.field(HASH, pa.uint64())
 
 
 def _range_of(ordinals: np.ndarray, total: int, count: int) -> np.ndarray:
-    return (ordinals * count // max(total, 1)).astype(np.int32)
+    return (ordinals * count // max(total, 1)).astype(id_type(count))
 
 
 def _ordinals(start: int, count: int) -> pa.Array:
