@@ -48,6 +48,7 @@ class EchoEngine(Engine):
     name = "echo"
     accepts = frozenset({TEXT})
     Settings = EchoSettings
+    columns = pa.schema([("cost_usd", pa.float64())])
 
     def run(self, samples: Sequence[Sample]) -> list[Result]:
         return [Result(text=s.text.upper() if self.settings.upper else s.text, prompt_tokens=len(s.prompt.split()),

@@ -183,3 +183,19 @@ def test_split_force_archives_the_job_records(tmp_path, slurm_cluster):
     assert run.latest_jobs() == {}
     archived = list((run.root / "previous").glob("*/jobs.jsonl"))
     assert len(archived) == 1 and "999999_1" in archived[0].read_text()
+
+
+def test_a_batch_refuses_one_target_twice_and_leaves_no_temporary_on_error(tmp_path):
+    """Batch names its temporaries from the target plus one tag per batch: a target written twice would share
+    one, so it is refused; an error leaves neither temporaries nor targets behind."""
+    from vidcap.durable import Batch
+
+    with pytest.raises(ValueError, match="written twice"):
+        with Batch() as batch:
+            batch.write(tmp_path / "a", lambda: b"1")
+            batch.write(str(tmp_path / "a"), lambda: b"2")
+    assert list(tmp_path.iterdir()) == []
+    with Batch() as batch:
+        batch.write(tmp_path / "a", lambda: b"1")
+        batch.write(tmp_path / "b", lambda: b"2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"] and (tmp_path / "b").read_bytes() == b"2"

@@ -116,3 +116,27 @@ def test_resume_continues_whatever_task_the_run_holds(tmp_path, registered, caps
     assert "3 of 3 rows done (words), 0 remaining" in capsys.readouterr().out
     merged = pq.read_table(run.root / "merged.parquet")
     assert merged.column("words").to_pylist() == [["a", "b"], ["c"], ["d", "e", "f"]]
+
+
+@pytest.mark.parametrize("engine", ["echo", "noop"])
+def test_merged_schema_is_fixed_by_the_config_whatever_has_results(tmp_path, registered, engine) -> None:
+    """merged.parquet has one schema with no results, some, and all: the task's declared columns, the store's
+    typed columns and the engine's declared figures (issue 11 item 9: missing columns were typed as text)."""
+    run = text_run(tmp_path, ["a red car", "one", "two words", "three more words"], engine=engine)
+    schemas = []
+    for ran in (None, 0, 1):
+        if ran is not None:
+            assert run_shard(run, ran, progress=False).finished
+        merge_run(run, tmp_path / f"merged-{ran}.parquet")
+        schemas.append(pq.read_schema(tmp_path / f"merged-{ran}.parquet").remove_metadata())
+    assert schemas[0] == schemas[1] == schemas[2], schemas
+    schema = schemas[0]
+    assert schema.names[:3] == ["id", "text", "_row"] or schema.names[:2] == ["id", "text"]
+    assert schema.field("words").type == pa.list_(pa.string()) and schema.field("count").type == pa.int64()
+    assert schema.field("seconds").type == pa.float64() and schema.field("prompt_tokens").type == pa.int64()
+    assert schema.field("failures").type == pa.int64()
+    assert ("cost_usd" in schema.names) == (engine == "echo")  # declared by the echo engine only
+    if engine == "echo":
+        assert schema.field("cost_usd").type == pa.float64()
+        merged = pq.read_table(tmp_path / "merged-1.parquet")
+        assert merged.column("cost_usd").to_pylist() == [0.25] * 4

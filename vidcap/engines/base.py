@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
+import pyarrow as pa
 
 if TYPE_CHECKING:
     from vidcap.tasks.spec import TaskSpec
@@ -99,6 +100,9 @@ class Engine(abc.ABC):
     accepts: ClassVar[frozenset[str]] = frozenset({FRAMES})
     #: its frozen settings dataclass (fields marked with vidcap.settings.operational() may change in a run)
     Settings: ClassVar[type] = NoSettings
+    #: the per-row figures it puts in `Result.extra` (cost, attempts): declared, so that a merged file has the
+    #: same columns whether or not any row has a result yet. The store keeps undeclared ones; merge leaves them out.
+    columns: ClassVar[pa.Schema] = pa.schema([])
 
     def __init__(self, settings: Any = None) -> None:
         """Stores the settings only: nothing is loaded, so it is cheap anywhere."""

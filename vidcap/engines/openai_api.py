@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
+import pyarrow as pa
 from openai import (
     APIConnectionError,
     APIResponseValidationError,
@@ -134,6 +135,8 @@ class OpenAIEngine(Engine):
     name = "openai"
     accepts = frozenset({FRAMES, TEXT})
     Settings = OpenAISettings
+    columns = pa.schema([("finish_reason", pa.string()), ("attempts", pa.int64()), ("latency_s", pa.float64()),
+                         ("cost_usd", pa.float64())])
 
     def __init__(self, settings: OpenAISettings | None = None, *, api_key: str | None = None,
                  retry: RetryPolicy | None = None) -> None:

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from vidcap.manifest.keyhash import key_hash
 
-MAX_BUCKETS = 512  # one open file each; far below the usual 1024 open-files limit
+MAX_BUCKETS = 512  # one open file each; far below the usual 1024 open-files limit (and ids fit 16 bits)
 
 
 def bucket_count(nbytes: int, budget: int) -> int:
@@ -25,7 +25,18 @@ def bucket_count(nbytes: int, budget: int) -> int:
 
 def bucket_of(keys: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
     """Bucket number (0..buckets-1) of each key, the same for equal keys in any batch or file."""
-    return (key_hash(keys) % np.uint64(buckets)).astype(np.int32)
+    return bucket_of_hash(key_hash(keys), buckets)
+
+
+def bucket_of_hash(hashes: np.ndarray, buckets: int) -> np.ndarray:
+    """`bucket_of` from the keys' `key_hash` (a caller that keeps the hashes hashes each key once)."""
+    return (hashes % np.uint64(buckets)).astype(id_type(buckets))
+
+
+def id_type(count: int) -> type:
+    """The narrowest integer type for partition numbers below `count`: numpy's stable argsort (grouping rows
+    by partition) is a radix sort for 8- and 16-bit integers, several times faster than for 32-bit ones."""
+    return np.uint8 if count <= 1 << 8 else np.uint16
 
 
 class Partitions:

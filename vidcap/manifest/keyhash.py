@@ -51,9 +51,11 @@ def _hash_strings(keys: pa.Array) -> np.ndarray:
     padded = np.zeros(stop - start + 8, dtype=np.uint8)
     if stop > start:
         padded[: stop - start] = np.frombuffer(data_buf, dtype=np.uint8)[start:stop]
+    lengths = offsets[1:] - offsets[:-1]
+    if n and stop - start == n * int(lengths[0]):  # every key the same length (numbered file names): no gathers
+        return _hash_equal_lengths(padded, n, int(lengths[0]))
     words = np.ndarray((stop - start + 1,), dtype="<u8", buffer=padded, strides=(1,))
     begins = offsets[:-1] - start
-    lengths = offsets[1:] - offsets[:-1]
     h = lengths.astype(np.uint64) * _K1
     live = np.arange(n)
     step = 0
@@ -66,6 +68,18 @@ def _hash_strings(keys: pa.Array) -> np.ndarray:
     return _mix(h)
 
 
+def _hash_equal_lengths(padded: np.ndarray, n: int, length: int) -> np.ndarray:
+    """`_hash_strings` for n keys of `length` bytes each, laid end to end: word `step` of every key is one
+    strided view of the buffer, so each pass is plain vector arithmetic (the same hash, about 3x faster)."""
+    h = np.full(n, length, dtype=np.uint64) * _K1
+    if length == 0:  # one pass over an empty (all-zero) word, as in the general loop
+        return _mix(_mix(h * _K2))
+    for step in range(0, length, 8):
+        word = np.ndarray((n,), dtype="<u8", buffer=padded, offset=step, strides=(length,))
+        h = _mix((h ^ (word & _TAIL[min(length - step, 8)])) * _K2)
+    return _mix(h)
+
+
 def _mix(h: np.ndarray) -> np.ndarray:
     """splitmix64's finalizer: every input bit affects the low bits that `% buckets` keeps."""
     h = (h ^ (h >> np.uint64(30))) * _K2
@@ -73,10 +87,12 @@ def _mix(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint64(31))
 
 
-def hash_groups(keys: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
+def hash_groups(keys: pa.Array, hashes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """Rows grouped by key: (`order`, `starts`), where order[starts[g]:starts[g+1]] are the rows of
-    group g. None if two different keys share a hash (the caller then groups another way)."""
-    hashes = key_hash(keys)
+    group g. None if two different keys share a hash (the caller then groups another way).
+    `hashes`: the keys' `key_hash`, if the caller already has it."""
+    if hashes is None:
+        hashes = key_hash(keys)
     order = np.argsort(hashes)
     hashes = hashes[order]
     new = np.ones(len(order), dtype=bool)
@@ -97,24 +113,29 @@ class KeySet:
     the sorted hashes, so a lookup is two or three memory reads instead of a binary search's ~22
     (4M lookups in 3.6M keys, measured: 4.6 s by binary search, about 1 s this way)."""
 
-    def __init__(self, keys: pa.Array) -> None:
+    def __init__(self, keys: pa.Array, hashes: np.ndarray | None = None) -> None:
+        """`hashes`: the keys' `key_hash`, if the caller already has it."""
         self._keys = keys
-        hashes = key_hash(keys)
+        if hashes is None:
+            hashes = key_hash(keys)
         self._order = np.argsort(hashes)
         self._hashes = hashes[self._order]
         self._shift = np.uint64(64 - max(1, int(len(keys)).bit_length()))
         slots = np.arange((1 << (64 - int(self._shift))) + 1, dtype=np.uint64)
         self._slot = np.searchsorted(self._hashes >> self._shift, slots).astype(np.int64)
 
-    def contains(self, probe: pa.Array) -> np.ndarray:
-        """Whether each probe key is in the set (confirmed by string comparison)."""
+    def contains(self, probe: pa.Array, hashes: np.ndarray | None = None) -> np.ndarray:
+        """Whether each probe key is in the set (confirmed by string comparison). `hashes`: the probe
+        keys' `key_hash`, if the caller already has it."""
         if len(probe) <= _PROBE_ROWS:
-            return self._contains(probe)
-        pieces = [self._contains(probe.slice(i, _PROBE_ROWS)) for i in range(0, len(probe), _PROBE_ROWS)]
+            return self._contains(probe, hashes)
+        pieces = [self._contains(probe.slice(i, _PROBE_ROWS), None if hashes is None else hashes[i : i + _PROBE_ROWS])
+                  for i in range(0, len(probe), _PROBE_ROWS)]
         return np.concatenate(pieces)
 
-    def _contains(self, probe: pa.Array) -> np.ndarray:
-        hashes = key_hash(probe)
+    def _contains(self, probe: pa.Array, hashes: np.ndarray | None) -> np.ndarray:
+        if hashes is None:
+            hashes = key_hash(probe)
         prefix = hashes >> self._shift
         at, end = self._slot[prefix], self._slot[prefix + np.uint64(1)]
         todo = np.flatnonzero(at < end)

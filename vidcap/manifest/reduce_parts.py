@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from vidcap.durable import atomic_path
 from vidcap.errors import UserError
-from vidcap.manifest.buckets import Partitions, bucket_count, bucket_of
+from vidcap.manifest.buckets import Partitions, bucket_count, bucket_of_hash, id_type
 from vidcap.manifest.io import (
     DEFAULT_KEY,
     TableWriter,
@@ -47,6 +47,7 @@ from vidcap.manifest.io import (
     manifest_format,
     read_table,
 )
+from vidcap.manifest import keyhash
 from vidcap.manifest.keyhash import KeySet, hash_groups, key_text
 from vidcap.manifest.reduce_run import ReduceCounts
 from vidcap.manifest.resolve import status_rank
@@ -55,6 +56,7 @@ DEFAULT_BUDGET = 256 << 20  # bytes of input data held at once (peak RSS is a sm
 MAX_BUDGET = 1 << 30  # a held column is combined into one string array, whose offsets stop at 2 GiB
 ORD = "__vidcap_ord"  # a row's number across all inputs, in the order read
 FIRST = "__vidcap_first"  # ordinal of a key's first appearance: merge's output order
+HASH = "__vidcap_hash"  # a spilled row's key_hash, so that each key is hashed once, not once per pass
 SLICE_ROWS = 1 << 16  # rows gathered (and written) at a time
 SPILL_SHARE = 4  # a file is read whole for spilling only below budget / 4: spilling copies it twice
 KEYSET_BYTES_PER_KEY = 32  # a KeySet's index: hash, order, slot, and lookup temporaries
@@ -158,12 +160,13 @@ def _merge_bucketed(
     writer: TableWriter,
     counts: ReduceCounts,
 ) -> None:
-    spill = Partitions(folder, "bucket", buckets, schema.append(pa.field(ORD, pa.int64())))
+    spill = Partitions(folder, "bucket", buckets, schema.append(pa.field(ORD, pa.int64())).append(_HASH_FIELD))
     try:
         for path in parts:
             for table in _chunks(path, schema, key, budget // SPILL_SHARE, counts):
+                hashes = keyhash.key_hash(table[key])
                 table = table.append_column(ORD, _ordinals(counts.rows - table.num_rows, table.num_rows))
-                spill.append(table, bucket_of(table[key], buckets))
+                spill.append(table.append_column(HASH, pa.array(hashes)), bucket_of_hash(hashes, buckets))
     finally:
         spill.close()
     ranges = Partitions(folder, "range", buckets, schema.append(pa.field(FIRST, pa.int64())))
@@ -171,10 +174,11 @@ def _merge_bucketed(
         for b in range(buckets):
             table = spill.read(b)
             winners, first = _resolve(table, key)
+            table = table.drop_columns([ORD, HASH])  # not gathered: only the output's columns are
             for lo, piece in zip(range(0, len(winners), SLICE_ROWS), _gather(table, winners)):
                 _tally(counts, piece)
                 ordinals = first[lo : lo + piece.num_rows]
-                piece = piece.drop_columns([ORD]).append_column(FIRST, pa.array(ordinals))
+                piece = piece.append_column(FIRST, pa.array(ordinals))
                 ranges.append(piece, _range_of(ordinals, counts.rows, buckets))  # in order: no copy
             del table
             spill.remove(b)
@@ -194,23 +198,28 @@ def _remaining_bucketed(
     writer: TableWriter,
     counts: ReduceCounts,
 ) -> None:
-    rows = Partitions(folder, "rows", buckets, schema.append(pa.field(ORD, pa.int64())))
-    done = Partitions(folder, "done", buckets, pa.schema([(key, pa.string())]))
+    rows = Partitions(folder, "rows", buckets, schema.append(pa.field(ORD, pa.int64())).append(_HASH_FIELD))
+    done = Partitions(folder, "done", buckets, pa.schema([(key, pa.string()), _HASH_FIELD]))
     try:
         for keys in done_keys:
-            done.append(pa.table([keys], names=[key]), bucket_of(keys, buckets))
+            hashes = keyhash.key_hash(keys)
+            done.append(pa.table([keys, pa.array(hashes)], names=[key, HASH]), bucket_of_hash(hashes, buckets))
         for table in _chunks(manifest, schema, key, budget // SPILL_SHARE, counts):
+            hashes = keyhash.key_hash(table[key])
             table = table.append_column(ORD, _ordinals(counts.rows - table.num_rows, table.num_rows))
-            rows.append(table, bucket_of(table[key], buckets))
+            rows.append(table.append_column(HASH, pa.array(hashes)), bucket_of_hash(hashes, buckets))
     finally:
         rows.close()
         done.close()
-    ranges = Partitions(folder, "range", buckets, rows.schema)
+    ranges = Partitions(folder, "range", buckets, schema.append(pa.field(ORD, pa.int64())))
     try:
         for b in range(buckets):
             table = rows.read(b)
-            done_set = KeySet(key_text(done.read(b)[key]))
-            kept = table.filter(~done_set.contains(key_text(table[key])))
+            held = done.read(b)
+            done_set = KeySet(key_text(held[key]), held[HASH].to_numpy())
+            del held
+            found = done_set.contains(key_text(table[key]), table[HASH].to_numpy())
+            kept = table.drop_columns([HASH]).filter(~found)
             del table, done_set
             ranges.append(kept, _range_of(kept[ORD].to_numpy(), counts.rows, buckets))  # in order: no copy
             counts.written += kept.num_rows
@@ -237,7 +246,7 @@ def _resolve(table: pa.Table, key: str) -> tuple[np.ndarray, np.ndarray]:
     if "status" in table.column_names:
         score |= status_rank(table["status"]).to_numpy().astype(np.int64) << _POSITION_BITS
     keys = key_text(table[key])
-    groups = hash_groups(keys)
+    groups = hash_groups(keys, table[HASH].to_numpy() if HASH in table.column_names else None)
     if groups is None:
         best, first = _group_exact(keys, score)
     else:
@@ -289,8 +298,11 @@ def _write_ranges(ranges: Partitions, order_by: str, writer: TableWriter) -> Non
         ranges.remove(r)
 
 
+_HASH_FIELD = pa.field(HASH, pa.uint64())
+
+
 def _range_of(ordinals: np.ndarray, total: int, count: int) -> np.ndarray:
-    return (ordinals * count // max(total, 1)).astype(np.int32)
+    return (ordinals * count // max(total, 1)).astype(id_type(count))
 
 
 def _ordinals(start: int, count: int) -> pa.Array:

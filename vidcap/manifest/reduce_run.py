@@ -20,7 +20,8 @@ from vidcap.errors import UserError
 from vidcap.manifest.io import TableWriter, manifest_format
 from vidcap.manifest.resolve import best_per_key
 from vidcap.manifest.split import load_shard
-from vidcap.results import RESULT_COLUMNS, read_results
+from vidcap.engines import engine_class
+from vidcap.results import RESULT_SCHEMA, WRITTEN_AT, read_results
 from vidcap.run import ROW_COLUMN, RunDir
 
 
@@ -41,28 +42,29 @@ def _shard_best(run: RunDir, index: int) -> pa.Table:
     return best_per_key(read_results(run, index), key="key")
 
 
-def _task_columns(run: RunDir) -> list[pa.Field]:
-    """The output columns the run's task declares (none for a run not yet frozen)."""
-    config = run.load_config()
-    if "task" not in config and "job" not in config:
-        return []
-    from vidcap.tasks.spec import TaskSpec
-
-    return list(TaskSpec.from_config(config).make_task().columns)
+#: the task of a run that was split but not yet frozen (TaskSpec's default)
+DEFAULT_TASK = "caption"
 
 
-def _result_schema(run: RunDir, shards: range) -> list[pa.Field]:
-    """Union of the result columns over all shards (engines may add columns such as cost_usd); the task's
-    declared columns and the store's own are there even before any result exists."""
+def _result_fields(config: dict) -> list[pa.Field]:
+    """The result columns of a merged file, fixed by the run's config alone: the task's declared columns, the
+    store's own, the engine's declared per-row figures, then `failures`. Never read from the results, so a
+    merged file has one schema whether no shard, some or all have results (columns an engine did not
+    declare stay in the store and are left out)."""
+    store = list(RESULT_SCHEMA)[1:] + [pa.field(WRITTEN_AT, pa.float64())]
+    if "task" in config or "job" in config:
+        from vidcap.tasks.spec import TaskSpec
+
+        spec = TaskSpec.from_config(config)
+        declared = list(spec.make_task().columns) + store + list(engine_class(spec.engine).columns)
+    else:  # split but not yet frozen by a task command: the default task's columns, captions
+        from vidcap.tasks import task_class
+
+        declared = list(task_class(DEFAULT_TASK)().columns) + store
     fields: dict[str, pa.Field] = {}
-    for index in shards:
-        for f in read_results(run, index).schema:
-            if f.name != "key" and f.name not in fields:
-                fields[f.name] = f
-    for f in _task_columns(run):
-        fields.setdefault(f.name, f)
-    for name in RESULT_COLUMNS[1:]:
-        fields.setdefault(name, pa.field(name, pa.string()))
+    for f in declared:
+        if f.name != "key":
+            fields.setdefault(f.name, f)
     fields["failures"] = pa.field("failures", pa.int64())
     return list(fields.values())
 
@@ -77,7 +79,7 @@ def merge_run(run: RunDir, output: str | os.PathLike[str], caption_column: str =
     key = config["manifest"]["key"]
     columns = config["manifest"]["columns"]
     shards = range(int(config["shards"]["count"]))
-    result_fields = _result_schema(run, shards)
+    result_fields = _result_fields(config)
     rename = {"text": caption_column}
     out_names = [rename.get(f.name, f.name) for f in result_fields]
     clash = sorted(set(out_names) & set(columns))

@@ -21,9 +21,10 @@ import pyarrow.parquet as pq
 from vidcap.errors import UserError
 from vidcap.manifest.io import DEFAULT_KEY, fingerprint, read_manifest
 from vidcap.durable import Batch
-from vidcap.run import ROW_COLUMN, RunDir
+from vidcap.run import ROW_COLUMN, SHARD_NAME, RunDir
 
 CONFIG_VERSION = 1
+SHARD_FILE = SHARD_NAME + ".parquet"  # RunDir.shard_path's name
 
 
 @dataclass
@@ -112,9 +113,11 @@ def split(
     table = table.append_column(ROW_COLUMN, pa.array(range(table.num_rows), type=pa.int64()))
     bounds = shard_bounds(table.num_rows, count)
     run.shards_dir.mkdir(parents=True, exist_ok=True)
+    folder = os.fspath(run.shards_dir)  # names as strings: pathlib per shard cost more than the rest
     with Batch() as batch:  # every shard durable before the config that says they exist
         for index, (start, stop) in enumerate(bounds):
-            batch.write(run.shard_path(index), functools.partial(_parquet_bytes, table.slice(start, stop - start)))
+            batch.write(os.path.join(folder, SHARD_FILE.format(index)),
+                        functools.partial(_parquet_bytes, table.slice(start, stop - start)))
     config = {
         "version": CONFIG_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
