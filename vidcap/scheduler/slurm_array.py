@@ -3,7 +3,7 @@
 submitit's `executor.batch()` cloudpickles a DelayedSubmission for every task, makes a folder for it and
 moves the pickle in (about 200 tasks a second here, 8 minutes for 100,000 shards). `ArrayExecutor` writes
 one `ArrayPickle` per array (the function once, every task's arguments) and has sbatch run
-`python -m vidcap.scheduler.slurm_array FOLDER` in each task. That entry writes the task's own
+`python -m vidcap.scheduler.array_entry FOLDER` in each task. That entry writes the task's own
 `<A>_<a>_submitted.pkl` the first time the task starts (a requeued task finds it and keeps it) and hands
 over to submitit's `process_job`. From there on all is submitit's: the result pickle, the logs, and the
 checkpoint on USR2 (`vidcap.scheduler.task.ShardTask`), which re-dumps that task's own pickle, never the
@@ -29,7 +29,7 @@ import submitit
 from submitit.core import utils as submitit_utils
 
 ARRAY_PICKLE = "array.pkl"
-ENTRY_MODULE = "vidcap.scheduler.slurm_array"
+ENTRY_MODULE = "vidcap.scheduler.array_entry"
 
 
 @dataclass
@@ -154,7 +154,3 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["SUBMITIT_FOLDER"] = str(folder)  # what JobEnvironment().paths reads (process_job sets it too)
     materialise_task_pickle(folder)
     process_job(folder)
-
-
-if __name__ == "__main__":
-    main()
