@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,14 +145,40 @@ def materialise_task_pickle(folder: Path) -> None:
     os.replace(tmp, target)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """The command each array task runs: FOLDER (the array's); then submitit's own `_submit` does the rest."""
-    from submitit.core.submission import process_job
+def release_held_signal(held: int) -> None:
+    """Let the preemption signal through once submitit's handler for this task is in place.
 
+    `array_entry` blocks it on the task's first line: Python and submitit take seconds to start on a loaded
+    node, and a USR2 then (a time limit close, a preemption) would kill the task with no checkpoint and no
+    requeue. Held, it waits; released here, submitit's handler checkpoints and requeues the task as it
+    would a minute later. `process_job` then installs the same handler again."""
+    from submitit.core.job_environment import JobEnvironment
+
+    try:
+        env = JobEnvironment()
+        paths = env.paths
+        for _ in range(60):  # another rank writes it (process_job waits as long)
+            if paths.submitted_pickle.exists():
+                env._handle_signals(paths, submitit_utils.DelayedSubmission.load(paths.submitted_pickle))
+                break
+            time.sleep(1)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {held})
+
+
+def main(argv: list[str] | None = None, held_signal: int | None = None) -> None:
+    """The command each array task runs: FOLDER (the array's); then submitit's own `_submit` does the rest.
+    `held_signal`: blocked since the task started (see `release_held_signal`)."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         raise SystemExit(f"usage: python -m {ENTRY_MODULE} ARRAY_FOLDER")
     folder = Path(args[0])
     os.environ["SUBMITIT_FOLDER"] = str(folder)  # what JobEnvironment().paths reads (process_job sets it too)
-    materialise_task_pickle(folder)
+    try:
+        materialise_task_pickle(folder)
+    finally:
+        if held_signal is not None:
+            release_held_signal(held_signal)
+    from submitit.core.submission import process_job
+
     process_job(folder)
