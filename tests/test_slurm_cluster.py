@@ -22,7 +22,9 @@ from submitit.core.utils import DelayedSubmission
 from vidcap.scheduler.slurm import (
     SlurmResources,
     cluster_max_array_size,
+    job_folder,
     job_states,
+    slurm_job,
     submit_array,
     wait_for_jobs,
 )
@@ -42,8 +44,8 @@ def _config() -> str:
     return subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=15).stdout
 
 
-def _ids(jobs: list[Any]) -> list[str]:
-    return [job.job_id for job in jobs]
+def _arrays(ids: list[str]) -> list[str]:
+    return sorted({job_id.split("_")[0] for job_id in ids}, key=int)
 
 
 def _wait_until(predicate: Any, deadline_s: float, what: str) -> None:
@@ -56,24 +58,23 @@ def _wait_until(predicate: Any, deadline_s: float, what: str) -> None:
 
 def test_array_runs_every_task_and_returns_at_once(tmp_path: Path) -> None:
     start = time.monotonic()
-    jobs = submit_array(slurm_jobs.square, [(i,) for i in range(6)], QUICK, tmp_path / "logs", "vidcap-test")
+    ids = submit_array(slurm_jobs.square, [(i,) for i in range(6)], QUICK, tmp_path / "logs", "vidcap-test")
     assert time.monotonic() - start < 5, "submit_array must not wait for the jobs"
-    assert len({job.job_id.split("_")[0] for job in jobs}) == 1, "one array"
-    states = wait_for_jobs(_ids(jobs), deadline_s=90, poll_s=0.5)
+    assert len(_arrays(ids)) == 1, "one array"
+    states = wait_for_jobs(ids, deadline_s=90, poll_s=0.5)
     assert set(states.values()) == {"COMPLETED"}, states
-    assert [job.result() for job in jobs] == [i * i for i in range(6)]
-    for job in jobs:  # logs in the run's logs folder, one folder per task
-        assert (tmp_path / "logs" / job.job_id / f"{job.job_id}_0_log.out").exists()
+    assert [slurm_job(tmp_path / "logs", job_id).result() for job_id in ids] == [i * i for i in range(6)]
+    for job_id in ids:  # logs in the run's logs folder, one folder per array
+        assert (job_folder(tmp_path / "logs", job_id) / f"{job_id}_0_log.out").exists()
 
 
 def test_throttle_limits_tasks_running_together(tmp_path: Path) -> None:
     resources = SlurmResources(time_min=5, array_parallelism=2)
-    jobs = submit_array(slurm_jobs.timed_sleep, [(1.5,)] * 6, resources, tmp_path / "logs", "vidcap-test")
-    array_id = jobs[0].job_id.split("_")[0]
-    assert "ArrayTaskThrottle=2" in _scontrol(array_id)
-    states = wait_for_jobs(_ids(jobs), deadline_s=90, poll_s=0.5)
+    ids = submit_array(slurm_jobs.timed_sleep, [(1.5,)] * 6, resources, tmp_path / "logs", "vidcap-test")
+    assert "ArrayTaskThrottle=2" in _scontrol(_arrays(ids)[0])
+    states = wait_for_jobs(ids, deadline_s=90, poll_s=0.5)
     assert set(states.values()) == {"COMPLETED"}, states
-    spans = [job.result() for job in jobs]
+    spans = [slurm_job(tmp_path / "logs", job_id).result() for job_id in ids]
     assert max(sum(s <= t < e for s, e in spans) for t, _ in spans) <= 2
 
 
@@ -82,20 +83,19 @@ def test_more_tasks_than_max_array_size_become_several_arrays(tmp_path: Path) ->
     if limit > 5001:
         pytest.skip(f"MaxArraySize={limit}: too many tasks to submit in a quick test")
     held = SlurmResources(time_min=5, sbatch={"hold": True})  # submitted, never run
-    jobs = submit_array(slurm_jobs.square, [(i,) for i in range(limit + 2)], held, tmp_path / "logs", "vidcap-test")
-    arrays = sorted({job.job_id.split("_")[0] for job in jobs}, key=int)
+    ids = submit_array(slurm_jobs.square, [(i,) for i in range(limit + 2)], held, tmp_path / "logs", "vidcap-test")
+    arrays = _arrays(ids)
     try:
         assert len(arrays) == 2
-        assert _ids(jobs) == [f"{arrays[0]}_{i}" for i in range(limit)] + [f"{arrays[1]}_{i}" for i in range(2)]
+        assert ids == [f"{arrays[0]}_{i}" for i in range(limit)] + [f"{arrays[1]}_{i}" for i in range(2)]
         assert re.search(rf"ArrayTaskId=0-{limit - 1}\b", _scontrol(arrays[0]))
-        assert set(job_states(_ids(jobs), timeout_s=30).values()) == {"PENDING"}
+        assert set(job_states(ids, timeout_s=30).values()) == {"PENDING"}
     finally:
         subprocess.run(["scancel", *arrays], check=True, timeout=30)
 
 
 def test_cancelled_task_is_seen_by_squeue_then_sacct(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    jobs = submit_array(slurm_jobs.timed_sleep, [(120,), (120,)], QUICK, tmp_path / "logs", "vidcap-test")
-    first, second = _ids(jobs)
+    first, second = submit_array(slurm_jobs.timed_sleep, [(120,), (120,)], QUICK, tmp_path / "logs", "vidcap-test")
     try:
         _wait_until(lambda: job_states([first], 10)[first] == "RUNNING", 60, f"{first} to run")
         subprocess.run(["scancel", first], check=True, timeout=30)
@@ -123,28 +123,28 @@ def test_no_accounting_gives_gone_for_jobs_the_controller_forgot(
     (shims / "sacct").write_text("#!/bin/sh\necho 'Slurm accounting storage is disabled' >&2\nexit 1\n")
     (shims / "sacct").chmod(0o755)
     monkeypatch.setenv("PATH", f"{shims}{os.pathsep}{os.environ['PATH']}")
-    jobs = submit_array(slurm_jobs.square, [(3,)], QUICK, tmp_path / "logs", "vidcap-test")
+    [job_id] = submit_array(slurm_jobs.square, [(3,)], QUICK, tmp_path / "logs", "vidcap-test")
     forgotten = "999999999_0"  # never existed: squeue refuses it, as it does jobs older than MinJobAge
-    states = job_states([jobs[0].job_id, forgotten], timeout_s=10)
-    assert states[forgotten] == "GONE" and states[jobs[0].job_id] not in ("UNKNOWN", "GONE")  # answered: ended
-    assert wait_for_jobs([jobs[0].job_id], deadline_s=60, poll_s=0.5) == {jobs[0].job_id: "COMPLETED"}
+    states = job_states([job_id, forgotten], timeout_s=10)
+    assert states[forgotten] == "GONE" and states[job_id] not in ("UNKNOWN", "GONE")  # answered: ended
+    assert wait_for_jobs([job_id], deadline_s=60, poll_s=0.5) == {job_id: "COMPLETED"}
 
 
 def test_api_key_reaches_the_job_but_no_file_in_the_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     key = "sk-vidcap-test-" + os.urandom(8).hex()
     monkeypatch.setenv("OPENAI_API_KEY", key)
     resources = SlurmResources(time_min=5, setup=("echo setup ran",), sbatch={"comment": "vidcap"})
-    jobs = submit_array(slurm_jobs.env_digest, [("OPENAI_API_KEY",)] * 2, resources, tmp_path / "logs", "vidcap-test")
-    assert set(wait_for_jobs(_ids(jobs), deadline_s=90, poll_s=0.5).values()) == {"COMPLETED"}
-    assert [job.result() for job in jobs] == [hashlib.sha256(key.encode()).hexdigest()] * 2
+    ids = submit_array(slurm_jobs.env_digest, [("OPENAI_API_KEY",)] * 2, resources, tmp_path / "logs", "vidcap-test")
+    assert set(wait_for_jobs(ids, deadline_s=90, poll_s=0.5).values()) == {"COMPLETED"}
+    assert [slurm_job(tmp_path / "logs", j).result() for j in ids] == [hashlib.sha256(key.encode()).hexdigest()] * 2
     files = [p for p in (tmp_path / "logs").rglob("*") if p.is_file() and not p.is_symlink()]
     scripts = [p for p in files if p.name.endswith("_submission.sh")]
     assert scripts and "echo setup ran" in scripts[0].read_text()
     assert [p for p in files if key.encode() in p.read_bytes()] == []
 
 
-def _countdown(job: Any) -> int:
-    return DelayedSubmission.load(job.paths.submitted_pickle)._timeout_countdown
+def _countdown(logs: Path, job_id: str) -> int:
+    return DelayedSubmission.load(slurm_job(logs, job_id).paths.submitted_pickle)._timeout_countdown
 
 
 def _check_progress(progress: Path, after_restart: int) -> None:
@@ -163,31 +163,30 @@ def test_time_limit_stops_after_the_batch_and_requeues(tmp_path: Path) -> None:
     resources = SlurmResources(time_min=1, signal_delay_s=25, max_requeues=3)
     progress = [tmp_path / "progress-0", tmp_path / "progress-1"]
     task = ShardTask("slurm_jobs:stepper")
-    jobs = submit_array(task, [(str(p), 3) for p in progress], resources, tmp_path / "logs", "vidcap-test")
-    states = wait_for_jobs(_ids(jobs), deadline_s=150, poll_s=1)
+    ids = submit_array(task, [(str(p), 3) for p in progress], resources, tmp_path / "logs", "vidcap-test")
+    states = wait_for_jobs(ids, deadline_s=150, poll_s=1)
     assert set(states.values()) == {"COMPLETED"}, states
-    for job, path in zip(jobs, progress, strict=True):
-        outcome = job.result()
+    for job_id, path in zip(ids, progress, strict=True):
+        outcome = slurm_job(tmp_path / "logs", job_id).result()
         assert outcome.finished and outcome.runs == 2
         _check_progress(path, after_restart=3)
-        assert "Restarts=1" in _scontrol(job.job_id)
+        assert "Restarts=1" in _scontrol(job_id)
         # A time limit under 10 min counts every USR2 as a timeout (submitit's 10-minute rule).
-        assert _countdown(job) == 2
+        assert _countdown(tmp_path / "logs", job_id) == 2
 
 
 def test_preemption_signal_requeues_without_using_a_timeout(tmp_path: Path) -> None:
     resources = SlurmResources(time_min=15, max_requeues=3)  # >= 10 min: an early USR2 is a preemption
     progress = tmp_path / "progress"
     task = ShardTask("slurm_jobs:stepper")
-    jobs = submit_array(task, [(str(progress), 3)], resources, tmp_path / "logs", "vidcap-test")
-    job_id = jobs[0].job_id
+    [job_id] = submit_array(task, [(str(progress), 3)], resources, tmp_path / "logs", "vidcap-test")
     _wait_until(lambda: progress.exists() and "step 2" in progress.read_text(), 60, "two steps")
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
     assert wait_for_jobs([job_id], deadline_s=90, poll_s=0.5) == {job_id: "COMPLETED"}
-    outcome = jobs[0].result()
+    outcome = slurm_job(tmp_path / "logs", job_id).result()
     assert outcome.finished and outcome.runs == 2
     _check_progress(progress, after_restart=3)
-    assert _countdown(jobs[0]) == 3
+    assert _countdown(tmp_path / "logs", job_id) == 3
 
 
 def _fake_vidcap(tmp_path: Path) -> Path:

@@ -31,7 +31,7 @@ from worker_helpers import make_clips
 from vidcap.cli import main
 from vidcap.results import read_results
 from vidcap.run import RunDir
-from vidcap.scheduler.slurm import FINAL_STATES, job_states
+from vidcap.scheduler.slurm import FINAL_STATES, job_folder, job_states
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_job_env")]
 
@@ -292,7 +292,8 @@ def test_time_limit_requeues_and_finishes(tmp_path: Path, cli: Cli, cleanup: Any
         info = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=15).stdout
         restarts = int(re.search(r"Restarts=(\d+)", info).group(1))
         assert restarts >= 1 and "JobState=COMPLETED" in info, info
-        logs = "\n".join(p.read_text(errors="replace") for p in (run.logs_dir / job_id).glob("*_log.*"))
+        task_files = job_folder(run.logs_dir, job_id).glob(f"{job_id}_*_log.*")  # its array's folder
+        logs = "\n".join(p.read_text(errors="replace") for p in task_files)
         # stopped between batches and requeued by submitit, every time; no process died of USR2
         assert logs.count("Exiting gracefully after preemption/timeout") == restarts
         assert "Requeued job" in logs and "resource_tracker" not in logs and "Traceback" not in logs

@@ -12,6 +12,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from vidcap.durable import atomic_write_text
@@ -42,13 +43,22 @@ class ShardState:
         return self.rows - self.ok
 
 
+def _log_files(run: RunDir, job_id: str) -> list[Path]:
+    """A Slurm task's logs, newest layout first: submitit's in its array's folder (`<A>_<a>_0_log.err`,
+    see vidcap.scheduler.slurm_array), or the plain sbatch template's `LOGS/<A>_<a>.out`."""
+    from vidcap.scheduler.slurm_array import job_folder
+
+    folder = job_folder(run.logs_dir, job_id)
+    names = [f"{job_id}_*_log.err", f"{job_id}_*_log.out"] if "_" in job_id else ["*_log.err", "*_log.out"]
+    found = [path for name in names for path in sorted(folder.glob(name))]
+    return found + [path for path in (run.logs_dir / f"{job_id}.err", run.logs_dir / f"{job_id}.out") if path.is_file()]
+
+
 def _log_tail(run: RunDir, job_id: str) -> list[str]:
-    folder = run.logs_dir / job_id
-    for pattern in ("*_log.err", "*_log.out", "*.err", "*.out"):
-        for path in sorted(folder.glob(pattern)):
-            lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
-            if lines:
-                return lines[-LOG_LINES:]
+    for path in _log_files(run, job_id):
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        if lines:
+            return lines[-LOG_LINES:]
     return []
 
 

@@ -19,6 +19,7 @@ from submitit.core.utils import FailedJobError
 
 from vidcap.errors import UserError
 from vidcap.scheduler.resources import SlurmResources, load_profile
+from vidcap.scheduler.slurm_array import job_folder, slurm_job, submit_one_array
 from vidcap.scheduler.slurm_states import FINAL_STATES, GONE, UNKNOWN, is_ended, normalize
 
 __all__ = [
@@ -26,8 +27,10 @@ __all__ = [
     "SlurmResources",
     "SlurmUnavailable",
     "cluster_max_array_size",
+    "job_folder",
     "job_states",
     "load_profile",
+    "slurm_job",
     "submit_array",
     "wait_for_jobs",
 ]
@@ -85,39 +88,38 @@ def submit_array(
     logs_dir: Path,
     name: str,
     max_array_size: int | None = None,
-    accepted: Callable[[int, list[submitit.Job[Any]]], None] | None = None,
-) -> list[submitit.Job[Any]]:
-    """Submit `fn(*args)` for each entry of `arg_lists` as Slurm job arrays and return at once.
+    accepted: Callable[[int, list[str]], None] | None = None,
+) -> list[str]:
+    """Submit `fn(*args)` for each entry of `arg_lists` as Slurm job arrays and return their job ids at once.
 
-    One array holds at most MaxArraySize tasks (read from the cluster unless given): submitit would put
-    every task into one array, which sbatch refuses past the limit. The `%` throttle applies to each array.
-    Logs and pickles go to `logs_dir/<jobid>_<task>/`. Job ids are `job.job_id` ("123_4").
-    `accepted(first, jobs)` is called as soon as sbatch has accepted each array (its jobs are the entries
+    One array holds at most MaxArraySize tasks (read from the cluster unless given): sbatch refuses an
+    array past the limit. The `%` throttle applies to each array. Each array is one folder and one pickle
+    (`vidcap.scheduler.slurm_array`); a task's files are in `slurm_array.job_folder(logs_dir, job_id)` and
+    `slurm_array.slurm_job(logs_dir, job_id)` is submitit's handle on it. Job ids are "123_4".
+    `accepted(first, ids)` is called as soon as sbatch has accepted each array (its tasks run the entries
     `first`, `first + 1`, ... of `arg_lists`), so that a caller records them before the next sbatch can fail.
     """
     if not arg_lists:
         return []
     _refuse_secrets_in_script(resources)
+    if submitit.SlurmExecutor.affinity() < 0:
+        raise SlurmUnavailable("cannot submit to Slurm: `srun` is not on PATH")
     limit = max_array_size or cluster_max_array_size()
-    try:
-        executor = submitit.SlurmExecutor(folder=Path(logs_dir) / "%j", max_num_timeout=resources.max_requeues)
-    except RuntimeError as exc:  # no srun on PATH
-        raise SlurmUnavailable(str(exc)) from None
     params = resources.submitit_parameters(name)
     params["array_parallelism"] = resources.array_parallelism or limit
-    executor.update_parameters(**params)
-    jobs: list[submitit.Job[Any]] = []
+    job_ids: list[str] = []
     for start in range(0, len(arg_lists), limit):
+        chunk = arg_lists[start : start + limit]
         try:
-            with executor.batch():
-                chunk = [executor.submit(fn, *args) for args in arg_lists[start : start + limit]]
+            array_id = submit_one_array(fn, chunk, params, Path(logs_dir), resources.max_requeues)
         except FailedJobError as exc:
-            done = f" (already submitted: {', '.join(sorted({j.job_id.split('_')[0] for j in jobs}))})" if jobs else ""
-            raise UserError(f"sbatch refused tasks {start}..{start + limit - 1}: {exc}{done}") from None
-        jobs.extend(chunk)
+            done = f" (already submitted: {_array_ids(job_ids)})" if job_ids else ""
+            raise UserError(f"sbatch refused tasks {start}..{start + len(chunk) - 1}: {exc}{done}") from None
+        ids = [f"{array_id}_{index}" for index in range(len(chunk))]
+        job_ids.extend(ids)
         if accepted is not None:
-            accepted(start, chunk)
-    return jobs
+            accepted(start, ids)
+    return job_ids
 
 
 def _expand_ids(field: str) -> Iterable[str]:

@@ -73,16 +73,16 @@ def submit_slurm(run: RunDir, shards: list[int], request: ResourceRequest) -> Su
     target = array_task_target(tp)
     run.logs_dir.mkdir(parents=True, exist_ok=True)
 
-    def record(first: int, chunk: list) -> None:  # at once: a later array may fail, these still run
-        run.record_jobs({shard: j.job_id for shard, j in zip(todo[first:], chunk)}, "slurm")
+    def record(first: int, ids: list[str]) -> None:  # at once: a later array may fail, these still run
+        run.record_jobs(dict(zip(todo[first:], ids)), "slurm")
 
-    jobs = submit_array(ShardTask(target), [(str(run.root), s) for s in todo], resources, run.logs_dir,
-                        name=f"vidcap-{run.root.name}", accepted=record)
-    arrays = sorted({j.job_id.split("_")[0] for j in jobs})
+    job_ids = submit_array(ShardTask(target), [(str(run.root), s) for s in todo], resources, run.logs_dir,
+                           name=f"vidcap-{run.root.name}", accepted=record)
+    arrays = sorted({j.split("_")[0] for j in job_ids}, key=int)
     print(f"submitted {len(todo)} shard tasks as Slurm job array(s) {', '.join(arrays)}"
           f"{f' (at most {resources.array_parallelism} at once per array)' if resources.array_parallelism else ''}; "
           f"follow with `vidcap status {run.root}`")
-    return Submission("slurm", todo, job_ids=[j.job_id for j in jobs])
+    return Submission("slurm", todo, job_ids=job_ids)
 
 
 def wait_slurm(run: RunDir, submission: Submission, timeout_s: float | None, poll_s: float = 2.0) -> None:
