@@ -33,6 +33,7 @@ from test_slurm_runs import (Cli, _all_jobs, all_done, cleanup, cli, note, task_
                              worker_pid)
 from worker_helpers import make_clips
 
+from vidcap.engines.api_journal import read_journal
 from vidcap.fixtures.tiny_models import make_tiny_model
 from vidcap.results import read_results
 from vidcap.run import RunDir
@@ -205,6 +206,27 @@ def test_chaos_with_the_api_engine(tmp_path: Path, cli: Cli, cleanup: Any,  # no
         near = [t for t in sorted(room) if room[t] and t - 30 <= a.time <= t + 15]
         assert near, f"seed {seed}: a billed answer at {a.time:.1f} no kill explains (kills at {kill_times})"
         room[near[0]] -= 1
+    # The attempts journal (written before each request leaves, and when it ends) misses nothing: every billed
+    # answer is an ended attempt with the very tokens billed, or an attempt a killed task sent and never ended
+    ended, open_ = [], []
+    for i in range(run.num_shards):
+        done_here, unknown_here = read_journal(run.attempts_path(i))
+        ended += done_here
+        open_ += unknown_here
+    journal_billed: dict[int, list[tuple[int, int]]] = collections.defaultdict(list)
+    for record in ended:
+        if record["prompt_tokens"]:
+            journal_billed[int(str(record["key"])[5:8])].append((record["prompt_tokens"], record["completion_tokens"]))
+    unknown = collections.Counter(int(str(record["key"])[5:8]) for record in open_)
+    for s in range(clips):
+        server_side = [(a.prompt_tokens, a.completion_tokens) for kind in ("ok", "refusal") for a in billed[s, kind]]
+        assert all(t in server_side for t in journal_billed[s]), (seed, s, journal_billed[s], server_side)
+        assert len(journal_billed[s]) <= len(server_side) <= len(journal_billed[s]) + unknown[s], \
+            f"seed {seed}: video {s}: billed {len(server_side)}, journal ended {journal_billed[s]}, open {unknown[s]}"
+    assert len(open_) <= batch * len(killed), f"seed {seed}: {len(open_)} requests left open for {len(killed)} kills"
+    # sent is written before a request leaves: it counts every request the server saw, and more only by those a
+    # kill cut before they left
+    assert len(ended) <= sent <= len(ended) + len(open_), (seed, sent, len(ended), len(open_))
     refused_rows = {s: len(recorded[s, "refusal"]) for s in REFUSED}
     for s in REFUSED:  # a refusal the ledger saw is an error row (then captioned by a resume), one it missed none
         assert rows["failed"][f"clip_{s:03d}.mp4"] == refused_rows[s], (seed, s, rows["failed"])
@@ -215,7 +237,10 @@ def test_chaos_with_the_api_engine(tmp_path: Path, cli: Cli, cleanup: Any,  # no
     shown = float(status.split("cost      $", 1)[1].split()[0])
     assert shown == pytest.approx(cost, abs=1e-4) and cost > 0, status
     assert "every attempt counted" in status
+    if open_:  # a billed answer no task read is named, not hidden
+        assert f"but {len(open_)} request" in status and "possibly billed" in status, status
     note(f"API: {len(killed)} kills, {sent} requests sent, {len(answered)} billed for {clips} videos "
          f"({sum(len(billed[s, 'refusal']) for s in REFUSED)} refusals billed, {sum(refused_rows.values())} "
-         f"recorded; {resent} sent again, {len(unseen)} billed answers lost to kills), ledger ${cost:.4f}, "
+         f"recorded; {resent} sent again, {len(unseen)} billed answers lost to kills, {len(open_)} left open in "
+         f"the journal), ledger ${cost:.4f}, "
          f"{resumes} resumes after")
