@@ -10,6 +10,8 @@ are those of a batch a kill cut off before it was written, at most one batch per
 
 The API check compares the server's own record of each billed answer (video, attempt, refusal or caption, tokens)
 with the ledger row by row; every billed answer the ledger lacks must lie next to a kill, at most a batch per kill.
+The attempts journal (written before each request leaves) must hold every billed answer: as an ended attempt
+with its tokens, or as one a kill left open, which `vidcap status` names as possibly billed.
 
 Bounded: a few kills in a window of under a minute, then resumes under a deadline. VIDCAP_CHAOS_SEED replays
 the choices.
