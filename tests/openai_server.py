@@ -51,6 +51,19 @@ class RequestInfo:
 FaultRule = Callable[[RequestInfo], "str | None"]
 
 
+@dataclass(frozen=True)
+class Answered:
+    """One billed answer, as the server's own record: when it was sent, for which video, which attempt of
+    that payload, and whether it was a caption ("ok") or a billed non-caption (the fault, e.g. "refusal")."""
+
+    time: float  # time.monotonic() just before the answer went out
+    seed: int | None  # the synthetic video's seed (None: not such frames)
+    attempt: int
+    kind: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
 def describe_images(urls: list[str]) -> str:
     """The answer for these image data URLs: size, rounded mean colour and (synthetic frames) signature."""
     parts = []
@@ -110,6 +123,7 @@ class FakeOpenAIServer:
         self.log: list[tuple[float, RequestInfo]] = []  # (time.monotonic(), request) of each chat request
         self.attempts: Counter[str] = Counter()  # payload digest -> times seen
         self.billed: Counter[int | None] = Counter()  # seed of the video -> completions answered with usage
+        self.answered: list[Answered] = []  # every completion answered with usage (billed), in order
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
 
@@ -216,13 +230,13 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None:
                 with self.fake._lock:
                     self.fake.faults_sent[fault] += 1
-            self._answer(request, prompt, urls, answer, fault, received)
+            self._answer(request, prompt, urls, answer, fault, received, info)
         finally:
             self._land()
 
     # -- answers -----------------------------------------------------------------------------------
     def _answer(self, request: dict[str, Any], prompt: str, urls: list[str], answer: str, fault: str | None,
-                received: float) -> None:
+                received: float, info: RequestInfo) -> None:
         if fault is not None and fault not in FAULTS:  # a typo in a test's rule: make it show in the rows
             return self._json(599, {"error": {"message": f"unknown fault {fault!r}", "type": "test_error"}})
         if fault == "429":
@@ -266,6 +280,8 @@ class _Handler(BaseHTTPRequestHandler):
         completion_tokens = len((message["content"] or message["refusal"] or "").split())
         with self.fake._lock:  # a completion with usage: what an API bills
             self.fake.billed[self.fake.seed_of(answer)] += 1
+            self.fake.answered.append(Answered(time.monotonic(), self.fake.seed_of(answer), info.attempt,
+                                               fault or "ok", prompt_tokens, completion_tokens))
         self._json(200, {
             "id": f"chatcmpl-fake-{self.fake.chat_requests}", "object": "chat.completion", "created": int(time.time()),
             "model": request["model"],

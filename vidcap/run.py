@@ -64,6 +64,14 @@ class RunDir:
         return self.root / "stats"
 
     @property
+    def attempts_dir(self) -> Path:
+        """API engines' attempts journals (vidcap.engines.api_journal), one per shard."""
+        return self.root / "attempts"
+
+    def attempts_path(self, index: int) -> Path:
+        return self.attempts_dir / (SHARD_NAME.format(index) + ".jsonl")
+
+    @property
     def logs_dir(self) -> Path:
         return self.root / "logs"
 

@@ -247,7 +247,11 @@ def format_status(run: RunDir, report: list[ShardState], show_all: bool = False)
     tokens_out = sum(s.spent.get("generated_tokens", 0) for s in report)
     if cost:
         per_ok = f", ${sum(cost) / ok:.5f} per captioned video" if ok else ""
-        lines.append(f"cost      ${sum(cost):.4f} estimated so far{per_ok}; every attempt counted "
+        unknown = unanswered_requests(run)
+        counted = ("every attempt counted" if not unknown else
+                   f"every attempt counted but {unknown} request{'s' if unknown > 1 else ''} a killed task sent "
+                   f"and never read the answer of (possibly billed)")
+        lines.append(f"cost      ${sum(cost):.4f} estimated so far{per_ok}; {counted} "
                      f"({tokens_in} input + {tokens_out} output tokens; prices: --prices-file)")
     elif engine.get("engine") == "openai" and tokens_in:
         lines.append(f"cost      unknown: no price for {engine.get('model')!r} (--prices-file); "
@@ -273,6 +277,18 @@ def format_status(run: RunDir, report: list[ShardState], show_all: bool = False)
             lines.append(f"\nshard {s.index} (job {s.job_id}, {s.slurm or 'local worker'}): last lines of its log")
             lines += [f"    {line}" for line in s.log_tail] or ["    (no log)"]
     return "\n".join(lines)
+
+
+def unanswered_requests(run: RunDir) -> int:
+    """Requests an API engine wrote down as sent and never as ended: a task killed while they were in flight.
+    The provider may have billed them; no result row holds their cost (vidcap.engines.api_journal)."""
+    from vidcap.engines.api_journal import read_journal
+
+    try:
+        paths = sorted(run.attempts_dir.glob("*.jsonl"))
+    except OSError:
+        return 0
+    return sum(len(read_journal(path)[1]) for path in paths)
 
 
 def _duration(seconds: float) -> str:

@@ -150,8 +150,12 @@ def run_shard(
         with (stop_on_signals(stop) if own_stop else nullcontext()), \
                 source_class(task.source)(spec.source, task, todo, keys, config["manifest"]["path"]) as source, \
                 _engine_for(spec, engine) as engine:  # reading starts before the model loads
-            stopped = _drain(source, engine, task, writer, stats, stop, spec.batch_size, index, progress,
-                             failures_so_far(run, index))
+            engine.journal_attempts(run.attempts_path(index))  # an API's requests, written before they leave
+            try:
+                stopped = _drain(source, engine, task, writer, stats, stop, spec.batch_size, index, progress,
+                                 failures_so_far(run, index))
+            finally:
+                engine.journal_attempts(None)
             if not stopped:
                 writer.compact()
             figures = {"engine": engine.figures(), "source": source.figures()}

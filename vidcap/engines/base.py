@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
@@ -134,6 +135,10 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def run(self, samples: Sequence[Sample]) -> list[Result]:
         """Answer a batch. Must return `len(samples)` results, in order."""
+
+    def journal_attempts(self, path: "Path | None") -> None:
+        """Write each billed request down before it is sent, into `path` (None: stop). Only an engine that
+        pays per request (an API) keeps such a journal; the others ignore it."""
 
     def figures(self) -> dict[str, Any]:
         """Engine-specific figures for the shard stats (peak GPU memory, requests, cost, ...)."""

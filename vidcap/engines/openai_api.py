@@ -26,6 +26,7 @@ import logging
 import random
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
@@ -46,6 +47,7 @@ from openai import (
 from openai.types.chat import ChatCompletion
 
 from vidcap.engines.api_images import DETAILS, chat_messages
+from vidcap.engines.api_journal import AttemptJournal
 from vidcap.engines.api_key import redact, resolve_api_key
 from vidcap.engines.api_pricing import price_for
 from vidcap.engines.api_ratelimit import RequestGate
@@ -144,6 +146,7 @@ class OpenAIEngine(Engine):
         super().__init__(settings)
         self._retry = retry or RetryPolicy(max_attempts=self.settings.max_request_attempts)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._journal: AttemptJournal | None = None
         if api_key is not None:
             self.connect(api_key)
 
@@ -213,7 +216,13 @@ class OpenAIEngine(Engine):
                 "concurrency": self.concurrency, "requests_per_minute": self.requests_per_minute, **totals,
                 "cost_usd": cost, "price": self._price.to_dict() if self._price else None}
 
+    def journal_attempts(self, path: "Path | None") -> None:
+        if self._journal is not None:
+            self._journal.close()
+        self._journal = AttemptJournal(path) if path is not None else None
+
     def close(self) -> None:
+        self.journal_attempts(None)
         if self._loop is None or self._loop.is_closed():
             return
         try:
@@ -259,7 +268,7 @@ class OpenAIEngine(Engine):
                 began = began or time.monotonic()
                 waited = await self._gate.wait()  # not `+= await`: that would add to a stale total
                 self._totals.rate_wait_s += waited
-                reply = await self._attempt(messages)
+                reply = await self._attempt(messages, sample.key, attempt)
             if reply.completion is not None:
                 used_prompt, used_completion = self._count_usage(reply.completion)
                 prompt_tokens += used_prompt
@@ -293,9 +302,24 @@ class OpenAIEngine(Engine):
         return caption
 
     # -- one request --------------------------------------------------------------------------------
-    async def _attempt(self, messages: list[dict[str, Any]]) -> _Reply:
+    async def _attempt(self, messages: list[dict[str, Any]], key: str = "", number: int = 1) -> _Reply:
         if self._stopped:  # another request of the batch hit a setup error while this one waited for a slot
             raise self._stopped
+        journal = self._journal
+        ident = journal.sent(key, number) if journal else ""  # before it leaves: a kill may come any time
+        try:
+            reply = await self._send(messages)
+        except ApiSetupError:  # refused (key, model, quota): nothing billed. A cancelled request stays unknown
+            if journal:
+                journal.ended(ident)
+            raise
+        if journal:
+            usage = reply.completion.usage if reply.completion is not None else None
+            journal.ended(ident, (usage.prompt_tokens or 0) if usage else 0,
+                          (usage.completion_tokens or 0) if usage else 0)
+        return reply
+
+    async def _send(self, messages: list[dict[str, Any]]) -> _Reply:
         self._totals.requests += 1
         self._in_flight += 1
         self._totals.max_in_flight = max(self._totals.max_in_flight, self._in_flight)
