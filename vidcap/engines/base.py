@@ -21,9 +21,9 @@ import abc
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
-import numpy as np
+if TYPE_CHECKING:  # numpy only types Sample.frames: `vidcap --help` and `status` need not load it
+    import numpy as np
 
-if TYPE_CHECKING:
     from vidcap.tasks.spec import TaskSpec
 
 #: source kinds (see vidcap.sources)
