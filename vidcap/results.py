@@ -187,15 +187,7 @@ def _read_listed(files: _Files, segments: list[int], compactions: list[int]) -> 
 
 def shards_with_results(run: RunDir) -> set[int]:
     """Indices of the shards that have result files at all (one directory listing for the whole run)."""
-    found = set()
-    try:
-        with os.scandir(run.results_dir) as entries:
-            for entry in entries:
-                if m := (_Files.SEGMENT.match(entry.name) or _Files.COMPACT.match(entry.name)):
-                    found.add(int(m.group(1).split("-")[1]))
-    except FileNotFoundError:
-        pass
-    return found
+    return run.result_shards()
 
 
 def result_counts(results: pa.Table) -> dict[str, Any]:

@@ -175,6 +175,22 @@ class RunDir:
     def stats_shards(self) -> set[int]:
         return _indices(self.stats_dir, ".json")
 
+    def result_shards(self) -> set[int]:
+        """Indices of the shards with result files at all (log segments or compactions): one listing, and no
+        pyarrow, so `vidcap status` can skip the result store for shards that have none."""
+        found = set()
+        try:
+            with os.scandir(self.results_dir) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if name.startswith("shard-") and (name.endswith(".arrows") or name.endswith(".parquet")):
+                        number = name[6:].split(".", 1)[0]
+                        if number.isdigit() and (".log-" in name or ".upto-" in name):
+                            found.add(int(number))
+        except FileNotFoundError:
+            pass
+        return found
+
     def read_stats(self, index: int) -> dict[str, Any] | None:
         try:
             return json.loads(self.stats_path(index).read_text(encoding="utf-8"))

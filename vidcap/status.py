@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from vidcap.durable import atomic_write_text
-from vidcap.results import read_results, result_counts, shards_with_results
 from vidcap.run import RunDir
 
 FRESH_S = 120.0  # stats newer than this count a shard as running (local runs have no scheduler to ask)
@@ -84,7 +83,7 @@ def shard_states(run: RunDir, timeout_s: float = 20.0) -> list[ShardState]:
     first time, not even that: see `_DoneCache`), and only unfinished shards with files are opened."""
     config = run.load_config()
     sizes = config["shards"]["sizes"]
-    done, with_results, with_stats = run.done_shards(), shards_with_results(run), run.stats_shards()
+    done, with_results, with_stats = run.done_shards(), run.result_shards(), run.stats_shards()
     jobs = run.latest_jobs()
     from vidcap.scheduler.workers import is_local_job, local_job_state
 
@@ -105,7 +104,7 @@ def shard_states(run: RunDir, timeout_s: float = 20.0) -> list[ShardState]:
                                                                   summary.get("processed", 0)),
                                      flags=summary.get("flags", {})))
             continue
-        counts = result_counts(read_results(run, index)) if index in with_results else {"ok": 0, "error": 0, "spent": {}}
+        counts = _counts(run, index) if index in with_results else {"ok": 0, "error": 0, "spent": {}}
         stats = run.read_stats(index) if index in with_stats else None
         slurm = states.get(job_id, "")
         log_tail: list[str] = []
@@ -138,6 +137,14 @@ def shard_states(run: RunDir, timeout_s: float = 20.0) -> list[ShardState]:
         report.append(entry)
     cache.save()
     return report
+
+
+def _counts(run: RunDir, index: int) -> dict[str, Any]:
+    """An unfinished shard's counts, from its results. The result store (pyarrow) is imported here, not at
+    the top: a run whose open shards have no results yet gets its status without loading pyarrow at all."""
+    from vidcap.results import read_results, result_counts
+
+    return result_counts(read_results(run, index))
 
 
 def _busy(start: float | None, end: float | None, processed: int) -> tuple[float, float, int] | None:
@@ -178,7 +185,7 @@ class _DoneCache:
             return cached[1]
         summary = self.run.read_done(index) or {}
         if "ok" not in summary:  # a marker written before markers held counts
-            summary = {**summary, **result_counts(read_results(self.run, index))}
+            summary = {**summary, **_counts(self.run, index)}
             stats = self.run.read_stats(index) or {}
             summary.setdefault("started_at", stats.get("started_at"))
             summary.setdefault("processed", (stats.get("rows_ok") or 0) + (stats.get("rows_error") or 0))

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import argparse
 
-import pyarrow as pa
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pyarrow loads in the handlers: every `vidcap` command imports this module
+    import pyarrow as pa
 
 from vidcap.commands.runflow import add_run_arguments, run_task, source_settings_from_args
 from vidcap.errors import UserError

@@ -8,7 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-import pyarrow as pa
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pyarrow loads in the handlers: every `vidcap` command imports this module
+    import pyarrow as pa
 
 from vidcap.commands.runflow import (
     add_engine_arguments, add_media_arguments, add_run_arguments, default_batch_size, engine_settings_from_args,
@@ -52,6 +55,8 @@ def add_caption_arguments(p: argparse.ArgumentParser, one_shot: bool) -> None:
 
 def data_is_video(args: argparse.Namespace, manifest_table: pa.Table) -> bool:
     """A run captions videos unless the first readable files are all images, by their content."""
+    import pyarrow as pa
+
     from vidcap.sources.frames import resolve_paths, sample_is_video
 
     column = manifest_table.column(args.path_column).slice(0, 200).cast(pa.string()).to_pylist()

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import pyarrow as pa
+if TYPE_CHECKING:  # pyarrow loads in the handlers: every `vidcap` command imports this module
+    import pyarrow as pa
 
 from vidcap.errors import UserError
 from vidcap.run import RunDir
 
-SpecBuilder = Callable[[argparse.Namespace, pa.Table], Any]  # -> TaskSpec
+SpecBuilder = Callable[[argparse.Namespace, "pa.Table"], Any]  # -> TaskSpec
 
 
 def add_run_arguments(p: argparse.ArgumentParser, one_shot: bool, key_default: str = "path") -> None:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 
-import pyarrow as pa
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pyarrow loads in the handlers: every `vidcap` command imports this module
+    import pyarrow as pa
 
 from vidcap.commands.runflow import (
     add_engine_arguments, add_run_arguments, default_batch_size, engine_settings_from_args, run_task,

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
-import numpy as np
-import pyarrow as pa
+if TYPE_CHECKING:  # numpy and pyarrow only type things here: `vidcap --help` and `status` need not load them
+    import numpy as np
+    import pyarrow as pa
 
-if TYPE_CHECKING:
     from vidcap.tasks.spec import TaskSpec
 
 #: source kinds (see vidcap.sources)
@@ -103,7 +103,8 @@ class Engine(abc.ABC):
     Settings: ClassVar[type] = NoSettings
     #: the per-row figures it puts in `Result.extra` (cost, attempts): declared, so that a merged file has the
     #: same columns whether or not any row has a result yet. The store keeps undeclared ones; merge leaves them out.
-    columns: ClassVar[pa.Schema] = pa.schema([])
+    #: (a pyarrow schema; the empty default is a tuple so that importing this module needs no pyarrow)
+    columns: ClassVar["pa.Schema | tuple[()]"] = ()
 
     def __init__(self, settings: Any = None) -> None:
         """Stores the settings only: nothing is loaded, so it is cheap anywhere."""
