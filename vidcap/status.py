@@ -256,8 +256,8 @@ def format_status(run: RunDir, report: list[ShardState], show_all: bool = False)
         per_ok = f", ${sum(cost) / ok:.5f} per captioned video" if ok else ""
         unknown = unanswered_requests(run)
         counted = ("every attempt counted" if not unknown else
-                   f"every attempt counted but {unknown} request{'s' if unknown > 1 else ''} a killed task sent "
-                   f"and never read the answer of (possibly billed)")
+                   f"every attempt counted but {unknown} request{'s' if unknown > 1 else ''} sent with no answer "
+                   f"recorded (in flight now, or lost with a killed task: possibly billed)")
         lines.append(f"cost      ${sum(cost):.4f} estimated so far{per_ok}; {counted} "
                      f"({tokens_in} input + {tokens_out} output tokens; prices: --prices-file)")
     elif engine.get("engine") == "openai" and tokens_in:
