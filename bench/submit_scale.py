@@ -9,10 +9,8 @@ scaled to --shards (it pickles one file into one folder per task, so it grows li
 leaves out vidcap's own bookkeeping (jobs.jsonl, config), so the ratio understates the gain. Figures:
 seconds, tasks per second, the ratio, and the pickles each way wrote.
 
-The test cluster's MaxJobCount is 100,000 and Slurm counts every array task against it, cancelled ones
-too until MinJobAge (300 s) has passed: 100,000 shards fit only on an otherwise empty controller, and a
-second measurement must wait 5 minutes (measured on 2026-12-03: 99 of 100 arrays accepted, then "Slurm
-temporarily unable to accept job"; 99,000 tasks took 125 s, 790 tasks/s, most of it waiting on sbatch).
+Slurm counts every array task against MaxJobCount, cancelled ones too until MinJobAge (300 s) has passed:
+the test cluster's is 250,000 (slurm/cluster-up.sh), so two 100,000-shard measurements fit within 5 minutes.
 
     .venv/bin/python bench/submit_scale.py                 # 100,000 shards
     .venv/bin/python bench/submit_scale.py --shards 5000   # quick

@@ -116,7 +116,9 @@ ReturnToService=2
 # reject impossible jobs at submit time instead of leaving them pending forever
 EnforcePartLimits=ALL
 MaxArraySize=${MAX_ARRAY_SIZE}
-MaxJobCount=100000
+# every array task counts, cancelled ones too until MinJobAge: room for a 100k-shard run (bench/submit_scale.py)
+# beside the suite's own jobs
+MaxJobCount=250000
 # finished jobs stay visible to squeue/scontrol for 5 min (the only record without accounting)
 MinJobAge=300
 # seconds between SIGTERM and SIGKILL at the time limit or on scancel
