@@ -156,6 +156,49 @@ def test_split_makes_every_shard_durable_before_its_config(tmp_path, monkeypatch
     assert ("fsync", str(run.shards_dir)) in events[:config_at]  # the renames too
 
 
+@pytest.mark.parametrize("syncfs_works", [True, False])
+def test_a_large_split_is_made_durable_by_one_syncfs_before_any_rename(tmp_path, monkeypatch, syncfs_works):
+    """From SYNCFS_MIN_FILES shards on, one syncfs(2) of the file system replaces an fsync per shard file; it
+    comes after every shard was written and before the first rename. Where syncfs is missing or fails,
+    every shard file is fsynced instead."""
+    import os as os_module
+
+    from vidcap import durable
+
+    count = durable.SYNCFS_MIN_FILES + 3
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path\n" + "".join(f"v{i}.mp4\n" for i in range(count)))
+    run = RunDir.at(tmp_path / "run")
+    events: list[tuple[str, int]] = []
+    real_syncfs, real_fsync, real_replace = durable.syncfs, os_module.fsync, os_module.replace
+
+    def temporaries() -> int:
+        return sum(1 for name in os_module.listdir(run.shards_dir) if durable.is_temporary(name))
+
+    def syncfs(path) -> bool:
+        events.append(("syncfs", temporaries()))
+        return real_syncfs(path) if syncfs_works else False
+
+    def fsync(fd: int) -> None:
+        if os_module.readlink(f"/proc/self/fd/{fd}").endswith(".tmp"):
+            events.append(("fsync", 0))
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        events.append(("replace", 0))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(durable, "syncfs", syncfs)
+    monkeypatch.setattr(durable.os, "fsync", fsync)
+    monkeypatch.setattr(durable.os, "replace", replace)
+    split(manifest, run, shards=count)
+    first_rename = [what for what, _ in events].index("replace")
+    assert events[0] == ("syncfs", count)  # every shard written, none renamed yet
+    fsyncs = sum(1 for what, _ in events[:first_rename] if what == "fsync")
+    assert fsyncs == (0 if syncfs_works else count)
+    assert run.num_shards == count and load_shard(run, count - 1).num_rows == 1
+
+
 def test_split_force_refuses_while_a_task_of_the_old_split_writes(tmp_path):
     """An old task still writing would compact old results into the new split: --force waits for it."""
     manifest = tmp_path / "m.csv"

@@ -4,13 +4,15 @@ One policy everywhere: write a temporary file beside the target (a name no other
 rename it over the target, fsync the folder. A reader sees the old file or the whole new one, never half
 of one; after the call returns the new file survives a kill of the process or a power loss of the node;
 a failure removes the temporary file. Many files at once (a split into 100,000 shards) use `Batch`: the
-same steps, with the writes and fsyncs of many files overlapping in threads rather than one disk round trip
-after the other.
+same steps, with the writes overlapping in threads and, for a large batch on Linux, one syncfs(2) of the
+file system instead of one fsync per file (about 7x less time per file here: a disk round trip each).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import os
 import secrets
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,8 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-#: threads that issue the fsyncs of a Batch at once (fsync releases the GIL; the disk queues them)
+#: threads that write (and, for a small batch, fsync) the files of a Batch at once (both release the GIL)
 SYNC_THREADS = 16
+#: a Batch of at least this many files is made durable by one syncfs(2) rather than an fsync per file
+SYNCFS_MIN_FILES = 256
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -40,6 +44,27 @@ def fsync_file(path: str | os.PathLike[str]) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@functools.cache
+def _libc_syncfs() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True).syncfs  # type: ignore[no-any-return]
+    except (OSError, AttributeError):  # not Linux (or no glibc): the caller fsyncs file by file
+        return None
+
+
+def syncfs(path: str | os.PathLike[str]) -> bool:
+    """Write every dirty page and inode of the file system holding `path` to disk (Linux syncfs(2)); False
+    where that call is missing or fails, so the caller falls back to fsyncing file by file."""
+    call = _libc_syncfs()
+    if call is None:
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return call(fd) == 0
     finally:
         os.close(fd)
 
@@ -84,10 +109,10 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 class Batch:
     """Many atomic writes made durable together (a split into 100,000 shards): `write(target, produce)` runs
-    `produce()` (the file's bytes) and writes and fsyncs them to a temporary file in a pool of threads, so
-    that the disk round trips overlap; `commit()` waits for all of them, renames each over its target and
-    fsyncs their folders. Nothing is renamed if one failed: leaving the `with` block on an error (or
-    `abort()`) removes the temporaries."""
+    `produce()` (the file's bytes) and writes them to a temporary file in a pool of threads; `commit()` waits
+    for all of them, makes them durable (one syncfs for SYNCFS_MIN_FILES or more, else an fsync each, in the
+    pool), renames each over its target and fsyncs their folders. Nothing is renamed if one failed: leaving
+    the `with` block on an error (or `abort()`) removes the temporaries."""
 
     def __init__(self, threads: int = SYNC_THREADS) -> None:
         self._pool = ThreadPoolExecutor(threads)
@@ -104,11 +129,12 @@ class Batch:
         self._targets.add(target)
         folder, name = os.path.split(target)
         tmp = os.path.join(folder, f".{name}.{self._tag}.tmp")
-        self._pending.append((tmp, target, self._pool.submit(_write_synced, tmp, produce)))
+        self._pending.append((tmp, target, self._pool.submit(_write_new, tmp, produce)))
 
     def commit(self) -> None:
         for _, _, future in self._pending:
             future.result()
+        self._make_durable([tmp for tmp, _, _ in self._pending])  # data on disk before a rename names it
         folders = set()
         for tmp, target, _ in self._pending:
             os.replace(tmp, target)
@@ -116,6 +142,13 @@ class Batch:
         self._pending = []
         for folder in folders:
             fsync_dir(folder)
+
+    def _make_durable(self, temporaries: list[str]) -> None:
+        """One syncfs for a large batch in one folder (one file system), else an fsync per file."""
+        folders = {os.path.dirname(tmp) for tmp in temporaries}
+        if len(temporaries) >= SYNCFS_MIN_FILES and len(folders) == 1 and syncfs(folders.pop()):
+            return
+        list(self._pool.map(fsync_file, temporaries))
 
     def abort(self) -> None:
         for tmp, _, future in self._pending:
@@ -142,13 +175,12 @@ class Batch:
             self._pool.shutdown(wait=True)
 
 
-def _write_synced(path: str, produce: Callable[[], bytes | memoryview]) -> None:
+def _write_new(path: str, produce: Callable[[], bytes | memoryview]) -> None:
     data = produce()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        os.fsync(fd)
     finally:
         os.close(fd)
