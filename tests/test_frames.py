@@ -4,6 +4,8 @@ every broken file is a FrameError with a short reason, never a black or neighbou
 
 from __future__ import annotations
 
+import os
+
 import av
 import numpy as np
 import pytest
@@ -155,10 +157,14 @@ def test_720p_h264(tmp_path_factory, backend):
 
 
 def test_av1_decodes_with_pyav_and_is_a_clear_error_with_decord(tmp_path):
+    scheduling = os.sched_getscheduler(0), os.sched_getparam(0)
     try:
         path = make_video(tmp_path / "av1.mkv", seconds=1.0, seed=12, codec="libsvtav1", gop=8)
     except (av.FFmpegError, ValueError) as exc:  # no AV1 encoder in this FFmpeg build
         pytest.skip(f"cannot encode AV1 here: {exc}")
+    # SVT-AV1 run as root makes the encoding thread SCHED_FIFO 99: every later test, and every process it
+    # starts, would run real-time
+    assert (os.sched_getscheduler(0), os.sched_getparam(0)) == scheduling
     reference, _ = straight_decode(path)
     result = read_frames(str(path), 3)
     assert all(np.array_equal(f, reference[i]) for i, f in zip(result.indices, result.frames))
