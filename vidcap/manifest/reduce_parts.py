@@ -28,7 +28,7 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -81,8 +81,58 @@ def merge_parts(
     manifest_format(output)
     if not parts:
         raise UserError("merge: no part files given")
+    return _merge(parts, _union_schema(parts, key), output, key, min(memory_budget, MAX_BUDGET), tmp_dir)
+
+
+def merge_and_remaining(
+    parts: Sequence[PathLike],
+    merged: PathLike,
+    manifest: PathLike,
+    remaining: PathLike,
+    key: str = DEFAULT_KEY,
+    memory_budget: int = DEFAULT_BUDGET,
+    tmp_dir: PathLike | None = None,
+) -> tuple[ReduceCounts, ReduceCounts]:
+    """`merge_parts(parts, merged)` then `remaining_from_done(manifest, merged, remaining)`, same files.
+
+    Why fused: the remaining step needs only the merged file's done keys, and reading back a merged
+    file (captions and all: most of the bytes) to get them cost as much as the merge itself. Here the
+    merge hands each winning slice's done keys to a `_KeySpool` (held up to the budget, then one
+    Arrow file of keys in the scratch folder), which then feeds the same held/bucketed remaining.
+    """
+    manifest_format(merged)
+    manifest_format(remaining)
+    if not parts:
+        raise UserError("merge: no part files given")
     memory_budget = min(memory_budget, MAX_BUDGET)
     schema = _union_schema(parts, key)
+    manifest_schema = _file_schema(manifest)
+    check_key_column(manifest, manifest_schema.names, key)
+    key_type = schema.field(key).type
+    if manifest_format(merged) == "csv" and not (pa.types.is_string(key_type) or pa.types.is_large_string(key_type)):
+        # a typed key's text read back from CSV may differ from its cast (floats, times): do what the two steps do
+        merge_counts = _merge(parts, schema, merged, key, memory_budget, tmp_dir)
+        return merge_counts, remaining_from_done(manifest, merged, remaining, key, memory_budget, tmp_dir)
+    with _scratch(remaining, tmp_dir) as folder:
+        spool = _KeySpool(folder, key, "status" in schema.names, memory_budget)
+        try:
+            merge_counts = _merge(parts, schema, merged, key, memory_budget, tmp_dir, spool.add)
+        finally:
+            spool.close()
+        rest = _remaining(manifest, manifest_schema, spool.keys(), spool.nbytes, remaining, key, memory_budget, tmp_dir)
+    return merge_counts, rest
+
+
+def _merge(
+    parts: Sequence[PathLike],
+    schema: pa.Schema,
+    output: PathLike,
+    key: str,
+    memory_budget: int,
+    tmp_dir: PathLike | None,
+    sink: Callable[[pa.Table], None] | None = None,
+) -> ReduceCounts:
+    """merge_parts' work; `sink` (if any) sees every winning row once, a slice at a time."""
     buckets = bucket_count(sum(_arrow_bytes(p) for p in parts), memory_budget)
     counts = ReduceCounts()
     with _atomic(output) as tmp, TableWriter(tmp, schema, like=output) as writer:
@@ -92,10 +142,12 @@ def merge_parts(
             winners, _ = _resolve(table, key)
             for piece in _gather(table, winners):
                 _tally(counts, piece)
+                if sink is not None:
+                    sink(piece)
                 writer.write(piece)
         else:
             with _scratch(output, tmp_dir) as folder:
-                _merge_bucketed(parts, schema, key, buckets, memory_budget, folder, writer, counts)
+                _merge_bucketed(parts, schema, key, buckets, memory_budget, folder, writer, counts, sink)
     return counts
 
 
@@ -126,8 +178,22 @@ def remaining_from_done(
         names = file_columns(path)
         check_key_column(path, names, key)
         done_columns[path] = [key] + (["status"] if "status" in names else [])
+    nbytes = sum(_arrow_bytes(p, c) for p, c in done_columns.items())
+    return _remaining(manifest, schema, _done_keys(done_columns, key), nbytes, output, key, memory_budget, tmp_dir)
+
+
+def _remaining(
+    manifest: PathLike,
+    schema: pa.Schema,
+    done_keys: Iterator[pa.Array],
+    done_bytes: int,
+    output: PathLike,
+    key: str,
+    memory_budget: int,
+    tmp_dir: PathLike | None,
+) -> ReduceCounts:
+    """remaining_from_done's work, from the done keys as text arrays (`done_bytes`: about their size)."""
     counts = ReduceCounts()
-    done_keys = _done_keys(done_columns, key)
     held, held_bytes = _hold(done_keys, memory_budget)
     pa.default_memory_pool().release_unused()  # the CSV reader's buffers, before the next big step
     with _atomic(output) as tmp, TableWriter(tmp, schema, like=output) as writer:
@@ -139,7 +205,7 @@ def remaining_from_done(
                 writer.write(rows)
                 counts.written += rows.num_rows
         else:
-            nbytes = _arrow_bytes(manifest) + sum(_arrow_bytes(p, c) for p, c in done_columns.items())
+            nbytes = _arrow_bytes(manifest) + done_bytes
             with _scratch(output, tmp_dir) as folder:
                 _remaining_bucketed(
                     manifest, schema, itertools.chain(_drain(held), done_keys), key,
@@ -159,6 +225,7 @@ def _merge_bucketed(
     folder: str,
     writer: TableWriter,
     counts: ReduceCounts,
+    sink: Callable[[pa.Table], None] | None = None,
 ) -> None:
     spill = Partitions(folder, "bucket", buckets, schema.append(pa.field(ORD, pa.int64())).append(_HASH_FIELD))
     try:
@@ -177,6 +244,8 @@ def _merge_bucketed(
             table = table.drop_columns([ORD, HASH])  # not gathered: only the output's columns are
             for lo, piece in zip(range(0, len(winners), SLICE_ROWS), _gather(table, winners)):
                 _tally(counts, piece)
+                if sink is not None:
+                    sink(piece)
                 ordinals = first[lo : lo + piece.num_rows]
                 piece = piece.append_column(FIRST, pa.array(ordinals))
                 ranges.append(piece, _range_of(ordinals, counts.rows, buckets))  # in order: no copy
@@ -343,6 +412,50 @@ def _drain(arrays: list[pa.Array]) -> Iterator[pa.Array]:
         yield arrays.pop(0)
 
 
+class _KeySpool:
+    """The done keys of a merge's winners, for the remaining step that follows it: held in memory while
+    they fit `budget` (what `_hold` would take), then appended to one Arrow file of keys in `folder`."""
+
+    def __init__(self, folder: str, key: str, has_status: bool, budget: int) -> None:
+        self.key, self.has_status, self.budget = key, has_status, budget
+        self.path = os.path.join(folder, "done-keys.arrow")
+        self.held: list[pa.Array] = []
+        self.nbytes = 0  # bytes of key text, held and spilled
+        self._held_bytes = 0
+        self._writer: pa.ipc.RecordBatchFileWriter | None = None
+
+    def add(self, winners: pa.Table) -> None:
+        keys = _ok_keys(winners, self.key, self.has_status)
+        self.nbytes += keys.nbytes
+        if self._writer is None and self._held_bytes <= self.budget:
+            self.held.append(keys)
+            self._held_bytes += keys.nbytes + KEYSET_BYTES_PER_KEY * len(keys)
+            return
+        if self._writer is None:
+            self._writer = pa.ipc.new_file(self.path, pa.schema([(self.key, pa.string())]))
+        self._writer.write_batch(pa.record_batch([keys], names=[self.key]))
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    def keys(self) -> Iterator[pa.Array]:
+        """Held arrays (each forgotten once taken), then the spilled ones, batch by batch."""
+        yield from _drain(self.held)
+        if self._writer is not None:
+            with pa.memory_map(self.path) as source:
+                reader = pa.ipc.open_file(source)
+                for i in range(reader.num_record_batches):
+                    yield reader.get_batch(i).column(0)
+
+
+def _ok_keys(rows: pa.Table | pa.RecordBatch, key: str, has_status: bool) -> pa.Array:
+    """The keys (as text) of the rows that count as done: all of them, or the `ok` ones if there is a status."""
+    if has_status:
+        rows = rows.filter(pc.fill_null(pc.equal(rows["status"], "ok"), False))
+    return key_text(rows[key])
+
+
 def _done_keys(done_columns: dict[PathLike, list[str]], key: str) -> Iterator[pa.Array]:
     """Keys (as text) of the done rows, batch by batch: all rows, or only `ok` ones where there is a status."""
     for path, columns in done_columns.items():
@@ -350,9 +463,7 @@ def _done_keys(done_columns: dict[PathLike, list[str]], key: str) -> Iterator[pa
         for batch in iter_batches(path, columns=columns):
             _check_keys(path, batch, key, row)
             row += batch.num_rows
-            if "status" in columns:
-                batch = batch.filter(pc.fill_null(pc.equal(batch["status"], "ok"), False))
-            yield key_text(batch[key])
+            yield _ok_keys(batch, key, "status" in columns)
 
 
 def _check_keys(path: PathLike, rows: pa.Table | pa.RecordBatch, key: str, first_row: int = 0) -> None:
