@@ -64,6 +64,7 @@ _POSITION_BITS = 40  # score = rank << 40 | position: the max score is the winni
 _COMPRESSED_CSV_RATIO = 5  # a compressed CSV holds about this many times its size in Arrow data
 
 PathLike = str | os.PathLike[str]
+Keys = tuple[pa.Array, "np.ndarray | None"]  # done keys as text, and their key_hash when already known
 
 
 def merge_parts(
@@ -130,7 +131,7 @@ def _merge(
     key: str,
     memory_budget: int,
     tmp_dir: PathLike | None,
-    sink: Callable[[pa.Table], None] | None = None,
+    sink: Callable[[pa.Table, np.ndarray | None], None] | None = None,
 ) -> ReduceCounts:
     """merge_parts' work; `sink` (if any) sees every winning row once, a slice at a time."""
     buckets = bucket_count(sum(_arrow_bytes(p) for p in parts), memory_budget)
@@ -143,7 +144,7 @@ def _merge(
             for piece in _gather(table, winners):
                 _tally(counts, piece)
                 if sink is not None:
-                    sink(piece)
+                    sink(piece, None)
                 writer.write(piece)
         else:
             with _scratch(output, tmp_dir) as folder:
@@ -185,7 +186,7 @@ def remaining_from_done(
 def _remaining(
     manifest: PathLike,
     schema: pa.Schema,
-    done_keys: Iterator[pa.Array],
+    done_keys: Iterator[Keys],
     done_bytes: int,
     output: PathLike,
     key: str,
@@ -198,7 +199,12 @@ def _remaining(
     pa.default_memory_pool().release_unused()  # the CSV reader's buffers, before the next big step
     with _atomic(output) as tmp, TableWriter(tmp, schema, like=output) as writer:
         if held_bytes <= memory_budget:
-            done_set = KeySet(pa.chunked_array(held, type=pa.string()).combine_chunks())
+            hashes = [h for _, h in held]
+            done_set = KeySet(
+                pa.chunked_array([k for k, _ in held], type=pa.string()).combine_chunks(),
+                None if any(h is None for h in hashes) else np.concatenate(hashes or [np.zeros(0, np.uint64)]),
+            )
+            del hashes
             del held
             for table in _chunks(manifest, schema, key, memory_budget - held_bytes, counts):
                 rows = table.filter(~done_set.contains(key_text(table[key])))
@@ -225,7 +231,7 @@ def _merge_bucketed(
     folder: str,
     writer: TableWriter,
     counts: ReduceCounts,
-    sink: Callable[[pa.Table], None] | None = None,
+    sink: Callable[[pa.Table, np.ndarray | None], None] | None = None,
 ) -> None:
     spill = Partitions(folder, "bucket", buckets, schema.append(pa.field(ORD, pa.int64())).append(_HASH_FIELD))
     try:
@@ -241,15 +247,16 @@ def _merge_bucketed(
         for b in range(buckets):
             table = spill.read(b)
             winners, first = _resolve(table, key)
+            hashes = table[HASH].to_numpy()
             table = table.drop_columns([ORD, HASH])  # not gathered: only the output's columns are
             for lo, piece in zip(range(0, len(winners), SLICE_ROWS), _gather(table, winners)):
                 _tally(counts, piece)
                 if sink is not None:
-                    sink(piece)
+                    sink(piece, hashes[winners[lo : lo + piece.num_rows]])
                 ordinals = first[lo : lo + piece.num_rows]
                 piece = piece.append_column(FIRST, pa.array(ordinals))
                 ranges.append(piece, _range_of(ordinals, counts.rows, buckets))  # in order: no copy
-            del table
+            del table, hashes
             spill.remove(b)
     finally:
         ranges.close()
@@ -259,7 +266,7 @@ def _merge_bucketed(
 def _remaining_bucketed(
     manifest: PathLike,
     schema: pa.Schema,
-    done_keys: Iterable[pa.Array],
+    done_keys: Iterable[Keys],
     key: str,
     buckets: int,
     budget: int,
@@ -270,8 +277,9 @@ def _remaining_bucketed(
     rows = Partitions(folder, "rows", buckets, schema.append(pa.field(ORD, pa.int64())).append(_HASH_FIELD))
     done = Partitions(folder, "done", buckets, pa.schema([(key, pa.string()), _HASH_FIELD]))
     try:
-        for keys in done_keys:
-            hashes = keyhash.key_hash(keys)
+        for keys, hashes in done_keys:
+            if hashes is None:
+                hashes = keyhash.key_hash(keys)
             done.append(pa.table([keys, pa.array(hashes)], names=[key, HASH]), bucket_of_hash(hashes, buckets))
         for table in _chunks(manifest, schema, key, budget // SPILL_SHARE, counts):
             hashes = keyhash.key_hash(table[key])
@@ -393,20 +401,20 @@ def _chunks(path: PathLike, schema: pa.Schema, key: str, whole: int, counts: Red
         yield table
 
 
-def _hold(keys: Iterator[pa.Array], budget: int) -> tuple[list[pa.Array], int]:
+def _hold(keys: Iterator[Keys], budget: int) -> tuple[list[Keys], int]:
     """Take key arrays from the iterator until it ends or their KeySet would pass the budget; the
     bytes that KeySet will take (the strings plus its index)."""
-    held: list[pa.Array] = []
+    held: list[Keys] = []
     size = 0
-    for array in keys:
-        held.append(array)
-        size += array.nbytes + KEYSET_BYTES_PER_KEY * len(array)
+    for pair in keys:
+        held.append(pair)
+        size += pair[0].nbytes + KEYSET_BYTES_PER_KEY * len(pair[0])
         if size > budget:
             break
     return held, size
 
 
-def _drain(arrays: list[pa.Array]) -> Iterator[pa.Array]:
+def _drain(arrays: list[Keys]) -> Iterator[Keys]:
     """Yield and forget: each held array is freed once it has been spilled."""
     while arrays:
         yield arrays.pop(0)
@@ -424,29 +432,38 @@ class _KeySpool:
         self._held_bytes = 0
         self._writer: pa.ipc.RecordBatchFileWriter | None = None
 
-    def add(self, winners: pa.Table) -> None:
-        keys = _ok_keys(winners, self.key, self.has_status)
+    def add(self, winners: pa.Table, hashes: np.ndarray | None) -> None:
+        """`hashes`: the winners' `key_hash` where the merge has them (else they are computed here)."""
+        if self.has_status:
+            ok = pc.fill_null(pc.equal(winners["status"], "ok"), False)
+            winners = winners.filter(ok)
+            if hashes is not None:
+                hashes = hashes[ok.to_numpy(zero_copy_only=False)]
+        keys = key_text(winners[self.key])
+        if hashes is None:
+            hashes = keyhash.key_hash(keys)
         self.nbytes += keys.nbytes
         if self._writer is None and self._held_bytes <= self.budget:
-            self.held.append(keys)
+            self.held.append((keys, hashes))
             self._held_bytes += keys.nbytes + KEYSET_BYTES_PER_KEY * len(keys)
             return
         if self._writer is None:
-            self._writer = pa.ipc.new_file(self.path, pa.schema([(self.key, pa.string())]))
-        self._writer.write_batch(pa.record_batch([keys], names=[self.key]))
+            self._writer = pa.ipc.new_file(self.path, pa.schema([(self.key, pa.string()), _HASH_FIELD]))
+        self._writer.write_batch(pa.record_batch([keys, pa.array(hashes)], names=[self.key, HASH]))
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
 
-    def keys(self) -> Iterator[pa.Array]:
-        """Held arrays (each forgotten once taken), then the spilled ones, batch by batch."""
+    def keys(self) -> Iterator[Keys]:
+        """Held keys (each forgotten once taken), then the spilled ones, batch by batch, with their hashes."""
         yield from _drain(self.held)
         if self._writer is not None:
             with pa.memory_map(self.path) as source:
                 reader = pa.ipc.open_file(source)
                 for i in range(reader.num_record_batches):
-                    yield reader.get_batch(i).column(0)
+                    batch = reader.get_batch(i)
+                    yield batch.column(0), batch.column(1).to_numpy()
 
 
 def _ok_keys(rows: pa.Table | pa.RecordBatch, key: str, has_status: bool) -> pa.Array:
@@ -456,14 +473,14 @@ def _ok_keys(rows: pa.Table | pa.RecordBatch, key: str, has_status: bool) -> pa.
     return key_text(rows[key])
 
 
-def _done_keys(done_columns: dict[PathLike, list[str]], key: str) -> Iterator[pa.Array]:
+def _done_keys(done_columns: dict[PathLike, list[str]], key: str) -> Iterator[Keys]:
     """Keys (as text) of the done rows, batch by batch: all rows, or only `ok` ones where there is a status."""
     for path, columns in done_columns.items():
         row = 0
         for batch in iter_batches(path, columns=columns):
             _check_keys(path, batch, key, row)
             row += batch.num_rows
-            yield _ok_keys(batch, key, "status" in columns)
+            yield _ok_keys(batch, key, "status" in columns), None
 
 
 def _check_keys(path: PathLike, rows: pa.Table | pa.RecordBatch, key: str, first_row: int = 0) -> None:
