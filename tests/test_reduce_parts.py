@@ -255,8 +255,9 @@ def test_remaining_gives_the_same_rows_on_all_three_paths(tmp_path, monkeypatch)
         calls.clear()
         remaining_from_done(manifest, merged, str(tmp_path / f"rest-{budget}.parquet"), memory_budget=budget)
         paths[budget] = calls.count("iter_batches"), "_remaining_bucketed" in calls
-    # DONE is always streamed once; the manifest is streamed only when it does not fit
-    assert list(paths.values()) == [(1, False), (2, False), (2, True)]
+    # DONE is always streamed once; the manifest is streamed only when it does not fit, twice when bucketed
+    # (keys to buckets, then the rows not done)
+    assert list(paths.values()) == [(1, False), (2, False), (3, True)]
     tables = [pq.read_table(tmp_path / f"rest-{b}.parquet") for b in paths]
     assert tables[0].num_rows > 0 and all(t.equals(tables[0]) for t in tables)
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]

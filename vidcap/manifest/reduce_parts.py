@@ -11,9 +11,10 @@ grow with rows, so:
   2. Otherwise rows are streamed, tagged with their global ordinal, and appended to bucket
      `hash(key) % B` (an Arrow IPC file), B chosen from the input size so a bucket fits the budget.
      Equal keys share a bucket, so each bucket is resolved alone, in memory.
-  3. The survivors of each bucket go to B range files by ordinal (the first appearance for merge, the
-     manifest row for remaining); emitting the ranges in order, each sorted in memory, restores the
-     global order without ever holding all rows.
+  3. Merge: the survivors of each bucket go to B range files by the ordinal of their first appearance;
+     emitting the ranges in order, each sorted in memory, restores the global order without ever
+     holding all rows. Remaining: only keys are bucketed; the buckets mark the done manifest rows in a
+     mask (one byte per manifest row), and a second pass over the manifest writes the others.
 Keys are grouped and looked up through 64-bit hashes sorted with numpy and confirmed by string
 comparison (`keyhash`): Arrow's own hash tables were slower here and needed several times the key
 bytes. Everything columnar is pyarrow C++ or numpy, no Python loop per row; winners are gathered in
@@ -274,7 +275,11 @@ def _remaining_bucketed(
     writer: TableWriter,
     counts: ReduceCounts,
 ) -> None:
-    rows = Partitions(folder, "rows", buckets, schema.append(pa.field(ORD, pa.int64())).append(_HASH_FIELD))
+    """Only keys go to buckets: the manifest's (with their ordinals) and DONE's. Each bucket marks its
+    done manifest rows in a mask of one byte per manifest row; the manifest is then streamed a second
+    time and filtered by the mask. Parsing the manifest twice costs less than carrying every manifest
+    row through bucket and range files (two disk round trips, a gather and a sort)."""
+    rows = Partitions(folder, "rows", buckets, pa.schema([(key, pa.string()), (ORD, pa.int64()), _HASH_FIELD]))
     done = Partitions(folder, "done", buckets, pa.schema([(key, pa.string()), _HASH_FIELD]))
     try:
         for keys, hashes in done_keys:
@@ -282,30 +287,32 @@ def _remaining_bucketed(
                 hashes = keyhash.key_hash(keys)
             done.append(pa.table([keys, pa.array(hashes)], names=[key, HASH]), bucket_of_hash(hashes, buckets))
         for table in _chunks(manifest, schema, key, budget // SPILL_SHARE, counts):
-            hashes = keyhash.key_hash(table[key])
-            table = table.append_column(ORD, _ordinals(counts.rows - table.num_rows, table.num_rows))
-            rows.append(table.append_column(HASH, pa.array(hashes)), bucket_of_hash(hashes, buckets))
+            keys = key_text(table[key])
+            hashes = keyhash.key_hash(keys)
+            ordinals = _ordinals(counts.rows - table.num_rows, table.num_rows)
+            rows.append(pa.table([keys, ordinals, pa.array(hashes)], names=[key, ORD, HASH]),
+                        bucket_of_hash(hashes, buckets))
+            del table, keys
     finally:
         rows.close()
         done.close()
-    ranges = Partitions(folder, "range", buckets, schema.append(pa.field(ORD, pa.int64())))
-    try:
-        for b in range(buckets):
-            table = rows.read(b)
-            held = done.read(b)
-            done_set = KeySet(key_text(held[key]), held[HASH].to_numpy())
-            del held
-            found = done_set.contains(key_text(table[key]), table[HASH].to_numpy())
-            kept = table.drop_columns([HASH]).filter(~found)
-            del table, done_set
-            ranges.append(kept, _range_of(kept[ORD].to_numpy(), counts.rows, buckets))  # in order: no copy
-            counts.written += kept.num_rows
-            del kept
-            rows.remove(b)
-            done.remove(b)
-    finally:
-        ranges.close()
-    _write_ranges(ranges, ORD, writer)
+    keep = np.ones(counts.rows, dtype=np.bool_)
+    for b in range(buckets):
+        table = rows.read(b)
+        held = done.read(b)
+        done_set = KeySet(key_text(held[key]), held[HASH].to_numpy())
+        del held
+        found = done_set.contains(key_text(table[key]), table[HASH].to_numpy())
+        keep[table[ORD].to_numpy()[found]] = False
+        del table, done_set
+        rows.remove(b)
+        done.remove(b)
+    start = 0
+    for table in _chunks(manifest, schema, key, budget // SPILL_SHARE, ReduceCounts()):
+        kept = table.filter(pa.array(keep[start : start + table.num_rows]))
+        start += table.num_rows
+        writer.write(kept)
+        counts.written += kept.num_rows
 
 
 def _resolve(table: pa.Table, key: str) -> tuple[np.ndarray, np.ndarray]:
