@@ -470,8 +470,8 @@ class _KeySpool:
     def keys(self) -> Iterator[Keys]:
         """Held keys (each forgotten once taken), then the spilled ones, batch by batch, with their hashes."""
         yield from _drain(self.held)
-        if self._writer is not None:
-            with pa.memory_map(self.path) as source:
+        if self._writer is not None:  # read, not mapped: mapped pages once touched would stay in RSS
+            with pa.OSFile(self.path) as source:
                 reader = pa.ipc.open_file(source)
                 for i in range(reader.num_record_batches):
                     batch = reader.get_batch(i)
