@@ -1,7 +1,8 @@
 """Reducers for users who already have part files (the Open-Sora forms): merge parts, remaining rows.
 
 `merge_parts` keeps each key once (the `resolve` rule: ok > skipped > error, then the later row) in order
-of first appearance; `remaining_from_done` keeps the manifest rows whose key is not done.
+of first appearance; `remaining_from_done` keeps the manifest rows whose key is not done;
+`merge_and_remaining` does both in one go, the merge handing its done keys to the remaining step.
 
 Why this design: the inputs are plain files of any size, with no run folder whose shards already
 partition the keys, and both answers are global (a key's rows may sit in any part). Memory must not
