@@ -3,7 +3,8 @@
 For each size it makes a synthetic manifest (path,num_frames,height,width,aspect_ratio,fps) and 64 CSV
 result parts (path,text; every 4th part also has status) in which ~10% of the manifest is missing,
 ~20% of keys appear in two parts and ~5% in three. Each side runs in its own subprocess, so its peak
-RSS is its own, and does the same job: write the merged file and the remaining file. With
+RSS is its own, and does the same job: write the merged file and the remaining file (ours: the fused
+`merge_and_remaining`, as `vidcap merge ... --remaining MANIFEST OUT` runs it). With
 --repeat N the two sides alternate N times and each keeps its best time (the machine may be shared:
 the load average is printed, and CPU seconds are shown beside wall seconds).
 
@@ -86,17 +87,17 @@ def part_files(folder: str) -> list[str]:
 
 
 def run_ours(folder: str, budget_mb: int) -> dict:
-    from vidcap.manifest.reduce_parts import merge_parts, remaining_from_done
+    """What `vidcap merge PARTS -o merged.csv --remaining DATA.csv remaining.csv` runs: the fused merge and
+    remaining (the remaining step takes the merged done keys from the merge instead of reading them back)."""
+    from vidcap.manifest.reduce_parts import merge_and_remaining
 
     start = time.perf_counter()
-    merged = merge_parts(part_files(folder), os.path.join(folder, "ours_merged.csv"), memory_budget=budget_mb << 20)
-    middle = time.perf_counter()
-    rest = remaining_from_done(
-        os.path.join(folder, "DATA.csv"), os.path.join(folder, "ours_merged.csv"),
-        os.path.join(folder, "ours_remaining.csv"), memory_budget=budget_mb << 20,
+    merged, rest = merge_and_remaining(
+        part_files(folder), os.path.join(folder, "ours_merged.csv"),
+        os.path.join(folder, "DATA.csv"), os.path.join(folder, "ours_remaining.csv"), memory_budget=budget_mb << 20,
     )
     end = time.perf_counter()
-    return {"seconds": end - start, "phases": {"merge": middle - start, "remaining": end - middle},
+    return {"seconds": end - start, "phases": {"merge+remaining": end - start},
             "merged": merged.written, "remaining": rest.written}
 
 

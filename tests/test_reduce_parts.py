@@ -15,7 +15,8 @@ from vidcap.errors import UserError
 from vidcap.manifest import keyhash, reduce_parts
 from vidcap.manifest.buckets import bucket_of
 from vidcap.manifest.keyhash import KeySet, hash_groups, key_hash
-from vidcap.manifest.reduce_parts import merge_parts, remaining_from_done
+from vidcap.cli import main
+from vidcap.manifest.reduce_parts import merge_and_remaining, merge_parts, remaining_from_done
 from vidcap.manifest.resolve import best_per_key
 
 TINY = 1  # a memory budget that forces the bucketed (on-disk) path
@@ -254,11 +255,60 @@ def test_remaining_gives_the_same_rows_on_all_three_paths(tmp_path, monkeypatch)
         calls.clear()
         remaining_from_done(manifest, merged, str(tmp_path / f"rest-{budget}.parquet"), memory_budget=budget)
         paths[budget] = calls.count("iter_batches"), "_remaining_bucketed" in calls
-    # DONE is always streamed once; the manifest is streamed only when it does not fit
-    assert list(paths.values()) == [(1, False), (2, False), (2, True)]
+    # DONE is always streamed once; the manifest is streamed only when it does not fit, twice when bucketed
+    # (keys to buckets, then the rows not done)
+    assert list(paths.values()) == [(1, False), (2, False), (3, True)]
     tables = [pq.read_table(tmp_path / f"rest-{b}.parquet") for b in paths]
     assert tables[0].num_rows > 0 and all(t.equals(tables[0]) for t in tables)
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
+
+
+@pytest.mark.parametrize("budget", [reduce_parts.DEFAULT_BUDGET, 60_000, 20_000, TINY])
+def test_fused_merge_and_remaining_writes_the_two_steps_bytes_without_reading_merged_back(
+    tmp_path, monkeypatch, budget
+):
+    """Keys held, keys spilled to the spool, both steps bucketed: the same files as merge then remaining."""
+    manifest, parts = _random_inputs(tmp_path, random.Random(8))
+    merge_parts(parts, str(tmp_path / "m2.csv"), memory_budget=budget)
+    remaining_from_done(manifest, str(tmp_path / "m2.csv"), str(tmp_path / "r2.csv"), memory_budget=budget)
+    opened = []
+    for name in ("iter_batches", "read_table", "file_columns"):
+        real = getattr(reduce_parts, name)
+        monkeypatch.setattr(reduce_parts, name,
+                            lambda path, *a, real=real, **k: opened.append(str(path)) or real(path, *a, **k))
+    spools = []
+    real_close = reduce_parts._KeySpool.close
+    monkeypatch.setattr(reduce_parts._KeySpool, "close",
+                        lambda self: spools.append(self._writer is not None) or real_close(self))
+    merged, rest = merge_and_remaining(parts, str(tmp_path / "m1.csv"), manifest, str(tmp_path / "r1.csv"),
+                                       memory_budget=budget)
+    assert (tmp_path / "m1.csv").read_bytes() == (tmp_path / "m2.csv").read_bytes()
+    assert (tmp_path / "r1.csv").read_bytes() == (tmp_path / "r2.csv").read_bytes()
+    assert str(tmp_path / "m1.csv") not in opened
+    assert spools == [budget < reduce_parts.DEFAULT_BUDGET]  # the keys spilled below the default budget
+    assert merged.written == len(read_rows(tmp_path / "m2.csv")) - 1
+    assert rest.written == len(read_rows(tmp_path / "r2.csv")) - 1
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
+
+
+def test_fused_with_an_integer_key_matches_the_two_steps(tmp_path):
+    """A typed key (Parquet parts) written to CSV: the fused path reads it back as the two steps do."""
+    pq.write_table(pa.table({"path": [3, 1, 3], "text": ["a", "b", "c"]}), tmp_path / "p.parquet")
+    manifest = write_csv(tmp_path / "DATA.csv", ["path", "fps"], [[str(i), "30"] for i in range(5)])
+    for out in ("m.csv", "m.parquet"):
+        rest = str(tmp_path / f"r-{out}.csv")
+        merge_and_remaining([str(tmp_path / "p.parquet")], str(tmp_path / out), manifest, rest)
+        assert [r[0] for r in read_rows(tmp_path / f"r-{out}.csv")[1:]] == ["0", "2", "4"]
+
+
+def test_cli_merge_with_remaining(tmp_path, capsys):
+    manifest, parts = _random_inputs(tmp_path, random.Random(9), parts=3, keys=500)
+    assert main(["merge", *parts, "-o", str(tmp_path / "m.csv"), "--remaining", manifest, str(tmp_path / "r.csv")]) == 0
+    out = capsys.readouterr().out
+    assert main(["remaining", manifest, "--done", str(tmp_path / "m.csv"), "-o", str(tmp_path / "r2.csv")]) == 0
+    assert (tmp_path / "r.csv").read_bytes() == (tmp_path / "r2.csv").read_bytes()
+    rows = len(read_rows(tmp_path / "r.csv")) - 1
+    assert 0 < rows < 500 and f"r.csv: {rows} of 500 rows remaining" in out
 
 
 @pytest.mark.parametrize("budget", [reduce_parts.DEFAULT_BUDGET, 20_000])

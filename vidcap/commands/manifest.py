@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drop-flagged", nargs="?", const="all", metavar="FLAGS",
                    help="leave out rows whose caption checks raised a flag (run form): any flag, or only the "
                         "comma-separated FLAGS (e.g. loop,empty)")
+    p.add_argument("--remaining", nargs=2, metavar=("MANIFEST", "OUT"),
+                   help="part form: also write MANIFEST's rows not done in the merge to OUT (one pass: the same "
+                        "as `vidcap remaining MANIFEST --done MERGED -o OUT`, without reading MERGED back)")
     p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("remaining", help="rows not yet captioned: of a run, or of MANIFEST given --done")
@@ -69,6 +72,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
             from vidcap.checks import parse_checks
 
             drop = parse_checks(args.drop_flagged, option="--drop-flagged")
+        if args.remaining:
+            raise UserError("--remaining is for part files; for a run folder: vidcap remaining RUN -o OUT")
         counts = merge_run(RunDir.at(args.inputs[0]), args.output, caption_column=args.caption_column,
                            drop_flags=drop)
         dropped = f"; {counts.dropped} flagged rows left out" if drop else ""
@@ -81,10 +86,16 @@ def cmd_merge(args: argparse.Namespace) -> int:
     for path in args.inputs:
         if Path(path).is_dir():
             raise UserError(f"{path}: a folder but not a run folder (no config.json)")
-    from vidcap.manifest.reduce_parts import merge_parts
+    from vidcap.manifest.reduce_parts import merge_and_remaining, merge_parts
 
-    counts = merge_parts(args.inputs, args.output, key=args.key)
+    if args.remaining:
+        manifest, rest_output = args.remaining
+        counts, rest = merge_and_remaining(args.inputs, args.output, manifest, rest_output, key=args.key)
+    else:
+        counts = merge_parts(args.inputs, args.output, key=args.key)
     print(f"{args.output}: {counts.written} rows from {len(args.inputs)} parts")
+    if args.remaining:
+        print(f"{rest_output}: {rest.written} of {rest.rows} rows remaining")
     return 0
 
 

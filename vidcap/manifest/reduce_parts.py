@@ -1,7 +1,8 @@
 """Reducers for users who already have part files (the Open-Sora forms): merge parts, remaining rows.
 
 `merge_parts` keeps each key once (the `resolve` rule: ok > skipped > error, then the later row) in order
-of first appearance; `remaining_from_done` keeps the manifest rows whose key is not done.
+of first appearance; `remaining_from_done` keeps the manifest rows whose key is not done;
+`merge_and_remaining` does both in one go, the merge handing its done keys to the remaining step.
 
 Why this design: the inputs are plain files of any size, with no run folder whose shards already
 partition the keys, and both answers are global (a key's rows may sit in any part). Memory must not
@@ -11,9 +12,10 @@ grow with rows, so:
   2. Otherwise rows are streamed, tagged with their global ordinal, and appended to bucket
      `hash(key) % B` (an Arrow IPC file), B chosen from the input size so a bucket fits the budget.
      Equal keys share a bucket, so each bucket is resolved alone, in memory.
-  3. The survivors of each bucket go to B range files by ordinal (the first appearance for merge, the
-     manifest row for remaining); emitting the ranges in order, each sorted in memory, restores the
-     global order without ever holding all rows.
+  3. Merge: the survivors of each bucket go to B range files by the ordinal of their first appearance;
+     emitting the ranges in order, each sorted in memory, restores the global order without ever
+     holding all rows. Remaining: only keys are bucketed; the buckets mark the done manifest rows in a
+     mask (one byte per manifest row), and a second pass over the manifest writes the others.
 Keys are grouped and looked up through 64-bit hashes sorted with numpy and confirmed by string
 comparison (`keyhash`): Arrow's own hash tables were slower here and needed several times the key
 bytes. Everything columnar is pyarrow C++ or numpy, no Python loop per row; winners are gathered in
@@ -28,7 +30,7 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -64,6 +66,7 @@ _POSITION_BITS = 40  # score = rank << 40 | position: the max score is the winni
 _COMPRESSED_CSV_RATIO = 5  # a compressed CSV holds about this many times its size in Arrow data
 
 PathLike = str | os.PathLike[str]
+Keys = tuple[pa.Array, "np.ndarray | None"]  # done keys as text, and their key_hash when already known
 
 
 def merge_parts(
@@ -81,8 +84,58 @@ def merge_parts(
     manifest_format(output)
     if not parts:
         raise UserError("merge: no part files given")
+    return _merge(parts, _union_schema(parts, key), output, key, min(memory_budget, MAX_BUDGET), tmp_dir)
+
+
+def merge_and_remaining(
+    parts: Sequence[PathLike],
+    merged: PathLike,
+    manifest: PathLike,
+    remaining: PathLike,
+    key: str = DEFAULT_KEY,
+    memory_budget: int = DEFAULT_BUDGET,
+    tmp_dir: PathLike | None = None,
+) -> tuple[ReduceCounts, ReduceCounts]:
+    """`merge_parts(parts, merged)` then `remaining_from_done(manifest, merged, remaining)`, same files.
+
+    Why fused: the remaining step needs only the merged file's done keys, and reading back a merged
+    file (captions and all: most of the bytes) to get them cost as much as the merge itself. Here the
+    merge hands each winning slice's done keys to a `_KeySpool` (held up to the budget, then one
+    Arrow file of keys in the scratch folder), which then feeds the same held/bucketed remaining.
+    """
+    manifest_format(merged)
+    manifest_format(remaining)
+    if not parts:
+        raise UserError("merge: no part files given")
     memory_budget = min(memory_budget, MAX_BUDGET)
     schema = _union_schema(parts, key)
+    manifest_schema = _file_schema(manifest)
+    check_key_column(manifest, manifest_schema.names, key)
+    key_type = schema.field(key).type
+    if manifest_format(merged) == "csv" and not (pa.types.is_string(key_type) or pa.types.is_large_string(key_type)):
+        # a typed key's text read back from CSV may differ from its cast (floats, times): do what the two steps do
+        merge_counts = _merge(parts, schema, merged, key, memory_budget, tmp_dir)
+        return merge_counts, remaining_from_done(manifest, merged, remaining, key, memory_budget, tmp_dir)
+    with _scratch(remaining, tmp_dir) as folder:
+        spool = _KeySpool(folder, key, "status" in schema.names, memory_budget)
+        try:
+            merge_counts = _merge(parts, schema, merged, key, memory_budget, tmp_dir, spool.add)
+        finally:
+            spool.close()
+        rest = _remaining(manifest, manifest_schema, spool.keys(), spool.nbytes, remaining, key, memory_budget, tmp_dir)
+    return merge_counts, rest
+
+
+def _merge(
+    parts: Sequence[PathLike],
+    schema: pa.Schema,
+    output: PathLike,
+    key: str,
+    memory_budget: int,
+    tmp_dir: PathLike | None,
+    sink: Callable[[pa.Table, np.ndarray | None], None] | None = None,
+) -> ReduceCounts:
+    """merge_parts' work; `sink` (if any) sees every winning row once, a slice at a time."""
     buckets = bucket_count(sum(_arrow_bytes(p) for p in parts), memory_budget)
     counts = ReduceCounts()
     with _atomic(output) as tmp, TableWriter(tmp, schema, like=output) as writer:
@@ -92,10 +145,12 @@ def merge_parts(
             winners, _ = _resolve(table, key)
             for piece in _gather(table, winners):
                 _tally(counts, piece)
+                if sink is not None:
+                    sink(piece, None)
                 writer.write(piece)
         else:
             with _scratch(output, tmp_dir) as folder:
-                _merge_bucketed(parts, schema, key, buckets, memory_budget, folder, writer, counts)
+                _merge_bucketed(parts, schema, key, buckets, memory_budget, folder, writer, counts, sink)
     return counts
 
 
@@ -126,20 +181,39 @@ def remaining_from_done(
         names = file_columns(path)
         check_key_column(path, names, key)
         done_columns[path] = [key] + (["status"] if "status" in names else [])
+    nbytes = sum(_arrow_bytes(p, c) for p, c in done_columns.items())
+    return _remaining(manifest, schema, _done_keys(done_columns, key), nbytes, output, key, memory_budget, tmp_dir)
+
+
+def _remaining(
+    manifest: PathLike,
+    schema: pa.Schema,
+    done_keys: Iterator[Keys],
+    done_bytes: int,
+    output: PathLike,
+    key: str,
+    memory_budget: int,
+    tmp_dir: PathLike | None,
+) -> ReduceCounts:
+    """remaining_from_done's work, from the done keys as text arrays (`done_bytes`: about their size)."""
     counts = ReduceCounts()
-    done_keys = _done_keys(done_columns, key)
     held, held_bytes = _hold(done_keys, memory_budget)
     pa.default_memory_pool().release_unused()  # the CSV reader's buffers, before the next big step
     with _atomic(output) as tmp, TableWriter(tmp, schema, like=output) as writer:
         if held_bytes <= memory_budget:
-            done_set = KeySet(pa.chunked_array(held, type=pa.string()).combine_chunks())
+            hashes = [h for _, h in held]
+            done_set = KeySet(
+                pa.chunked_array([k for k, _ in held], type=pa.string()).combine_chunks(),
+                None if any(h is None for h in hashes) else np.concatenate(hashes or [np.zeros(0, np.uint64)]),
+            )
+            del hashes
             del held
             for table in _chunks(manifest, schema, key, memory_budget - held_bytes, counts):
                 rows = table.filter(~done_set.contains(key_text(table[key])))
                 writer.write(rows)
                 counts.written += rows.num_rows
         else:
-            nbytes = _arrow_bytes(manifest) + sum(_arrow_bytes(p, c) for p, c in done_columns.items())
+            nbytes = _arrow_bytes(manifest) + done_bytes
             with _scratch(output, tmp_dir) as folder:
                 _remaining_bucketed(
                     manifest, schema, itertools.chain(_drain(held), done_keys), key,
@@ -159,6 +233,7 @@ def _merge_bucketed(
     folder: str,
     writer: TableWriter,
     counts: ReduceCounts,
+    sink: Callable[[pa.Table, np.ndarray | None], None] | None = None,
 ) -> None:
     spill = Partitions(folder, "bucket", buckets, schema.append(pa.field(ORD, pa.int64())).append(_HASH_FIELD))
     try:
@@ -174,13 +249,16 @@ def _merge_bucketed(
         for b in range(buckets):
             table = spill.read(b)
             winners, first = _resolve(table, key)
+            hashes = table[HASH].to_numpy()
             table = table.drop_columns([ORD, HASH])  # not gathered: only the output's columns are
             for lo, piece in zip(range(0, len(winners), SLICE_ROWS), _gather(table, winners)):
                 _tally(counts, piece)
+                if sink is not None:
+                    sink(piece, hashes[winners[lo : lo + piece.num_rows]])
                 ordinals = first[lo : lo + piece.num_rows]
                 piece = piece.append_column(FIRST, pa.array(ordinals))
                 ranges.append(piece, _range_of(ordinals, counts.rows, buckets))  # in order: no copy
-            del table
+            del table, hashes
             spill.remove(b)
     finally:
         ranges.close()
@@ -190,7 +268,7 @@ def _merge_bucketed(
 def _remaining_bucketed(
     manifest: PathLike,
     schema: pa.Schema,
-    done_keys: Iterable[pa.Array],
+    done_keys: Iterable[Keys],
     key: str,
     buckets: int,
     budget: int,
@@ -198,37 +276,44 @@ def _remaining_bucketed(
     writer: TableWriter,
     counts: ReduceCounts,
 ) -> None:
-    rows = Partitions(folder, "rows", buckets, schema.append(pa.field(ORD, pa.int64())).append(_HASH_FIELD))
+    """Only keys go to buckets: the manifest's (with their ordinals) and DONE's. Each bucket marks its
+    done manifest rows in a mask of one byte per manifest row; the manifest is then streamed a second
+    time and filtered by the mask. Parsing the manifest twice costs less than carrying every manifest
+    row through bucket and range files (two disk round trips, a gather and a sort)."""
+    rows = Partitions(folder, "rows", buckets, pa.schema([(key, pa.string()), (ORD, pa.int64()), _HASH_FIELD]))
     done = Partitions(folder, "done", buckets, pa.schema([(key, pa.string()), _HASH_FIELD]))
     try:
-        for keys in done_keys:
-            hashes = keyhash.key_hash(keys)
+        for keys, hashes in done_keys:
+            if hashes is None:
+                hashes = keyhash.key_hash(keys)
             done.append(pa.table([keys, pa.array(hashes)], names=[key, HASH]), bucket_of_hash(hashes, buckets))
         for table in _chunks(manifest, schema, key, budget // SPILL_SHARE, counts):
-            hashes = keyhash.key_hash(table[key])
-            table = table.append_column(ORD, _ordinals(counts.rows - table.num_rows, table.num_rows))
-            rows.append(table.append_column(HASH, pa.array(hashes)), bucket_of_hash(hashes, buckets))
+            keys = key_text(table[key])
+            hashes = keyhash.key_hash(keys)
+            ordinals = _ordinals(counts.rows - table.num_rows, table.num_rows)
+            rows.append(pa.table([keys, ordinals, pa.array(hashes)], names=[key, ORD, HASH]),
+                        bucket_of_hash(hashes, buckets))
+            del table, keys
     finally:
         rows.close()
         done.close()
-    ranges = Partitions(folder, "range", buckets, schema.append(pa.field(ORD, pa.int64())))
-    try:
-        for b in range(buckets):
-            table = rows.read(b)
-            held = done.read(b)
-            done_set = KeySet(key_text(held[key]), held[HASH].to_numpy())
-            del held
-            found = done_set.contains(key_text(table[key]), table[HASH].to_numpy())
-            kept = table.drop_columns([HASH]).filter(~found)
-            del table, done_set
-            ranges.append(kept, _range_of(kept[ORD].to_numpy(), counts.rows, buckets))  # in order: no copy
-            counts.written += kept.num_rows
-            del kept
-            rows.remove(b)
-            done.remove(b)
-    finally:
-        ranges.close()
-    _write_ranges(ranges, ORD, writer)
+    keep = np.ones(counts.rows, dtype=np.bool_)
+    for b in range(buckets):
+        table = rows.read(b)
+        held = done.read(b)
+        done_set = KeySet(key_text(held[key]), held[HASH].to_numpy())
+        del held
+        found = done_set.contains(key_text(table[key]), table[HASH].to_numpy())
+        keep[table[ORD].to_numpy()[found]] = False
+        del table, done_set
+        rows.remove(b)
+        done.remove(b)
+    start = 0
+    for table in _chunks(manifest, schema, key, budget // SPILL_SHARE, ReduceCounts()):
+        kept = table.filter(pa.array(keep[start : start + table.num_rows]))
+        start += table.num_rows
+        writer.write(kept)
+        counts.written += kept.num_rows
 
 
 def _resolve(table: pa.Table, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -288,10 +373,15 @@ def _gather(table: pa.Table, positions: np.ndarray) -> Iterator[pa.Table]:
 
 
 def _write_ranges(ranges: Partitions, order_by: str, writer: TableWriter) -> None:
-    """Emit the range files in order, each sorted by `order_by` in memory, without that column."""
+    """Emit the range files in order, each sorted by `order_by` in memory, without that column.
+
+    `order_by` holds distinct ordinals (first appearances) from one interval: sorted by a scatter into
+    that interval, in linear time, instead of a comparison sort."""
     for r in range(len(ranges.paths)):
         table = ranges.read(r)
-        order = np.argsort(table[order_by].to_numpy(), kind="stable")
+        ordinals = table[order_by].to_numpy()
+        low = int(ordinals.min()) if len(ordinals) else 0
+        order = _order_of_distinct(ordinals - low, int(ordinals.max()) - low + 1 if len(ordinals) else 0)
         for piece in _gather(table.drop_columns([order_by]), order):
             writer.write(piece)
         del table
@@ -324,35 +414,86 @@ def _chunks(path: PathLike, schema: pa.Schema, key: str, whole: int, counts: Red
         yield table
 
 
-def _hold(keys: Iterator[pa.Array], budget: int) -> tuple[list[pa.Array], int]:
+def _hold(keys: Iterator[Keys], budget: int) -> tuple[list[Keys], int]:
     """Take key arrays from the iterator until it ends or their KeySet would pass the budget; the
     bytes that KeySet will take (the strings plus its index)."""
-    held: list[pa.Array] = []
+    held: list[Keys] = []
     size = 0
-    for array in keys:
-        held.append(array)
-        size += array.nbytes + KEYSET_BYTES_PER_KEY * len(array)
+    for pair in keys:
+        held.append(pair)
+        size += pair[0].nbytes + KEYSET_BYTES_PER_KEY * len(pair[0])
         if size > budget:
             break
     return held, size
 
 
-def _drain(arrays: list[pa.Array]) -> Iterator[pa.Array]:
+def _drain(arrays: list[Keys]) -> Iterator[Keys]:
     """Yield and forget: each held array is freed once it has been spilled."""
     while arrays:
         yield arrays.pop(0)
 
 
-def _done_keys(done_columns: dict[PathLike, list[str]], key: str) -> Iterator[pa.Array]:
+class _KeySpool:
+    """The done keys of a merge's winners, for the remaining step that follows it: held in memory while
+    they fit `budget` (what `_hold` would take), then appended to one Arrow file of keys in `folder`."""
+
+    def __init__(self, folder: str, key: str, has_status: bool, budget: int) -> None:
+        self.key, self.has_status, self.budget = key, has_status, budget
+        self.path = os.path.join(folder, "done-keys.arrow")
+        self.held: list[pa.Array] = []
+        self.nbytes = 0  # bytes of key text, held and spilled
+        self._held_bytes = 0
+        self._writer: pa.ipc.RecordBatchFileWriter | None = None
+
+    def add(self, winners: pa.Table, hashes: np.ndarray | None) -> None:
+        """`hashes`: the winners' `key_hash` where the merge has them (else they are computed here)."""
+        if self.has_status:
+            ok = pc.fill_null(pc.equal(winners["status"], "ok"), False)
+            winners = winners.filter(ok)
+            if hashes is not None:
+                hashes = hashes[ok.to_numpy(zero_copy_only=False)]
+        keys = key_text(winners[self.key])
+        if hashes is None:
+            hashes = keyhash.key_hash(keys)
+        self.nbytes += keys.nbytes
+        if self._writer is None and self._held_bytes <= self.budget:
+            self.held.append((keys, hashes))
+            self._held_bytes += keys.nbytes + KEYSET_BYTES_PER_KEY * len(keys)
+            return
+        if self._writer is None:
+            self._writer = pa.ipc.new_file(self.path, pa.schema([(self.key, pa.string()), _HASH_FIELD]))
+        self._writer.write_batch(pa.record_batch([keys, pa.array(hashes)], names=[self.key, HASH]))
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    def keys(self) -> Iterator[Keys]:
+        """Held keys (each forgotten once taken), then the spilled ones, batch by batch, with their hashes."""
+        yield from _drain(self.held)
+        if self._writer is not None:  # read, not mapped: mapped pages once touched would stay in RSS
+            with pa.OSFile(self.path) as source:
+                reader = pa.ipc.open_file(source)
+                for i in range(reader.num_record_batches):
+                    batch = reader.get_batch(i)
+                    yield batch.column(0), batch.column(1).to_numpy()
+
+
+def _ok_keys(rows: pa.Table | pa.RecordBatch, key: str, has_status: bool) -> pa.Array:
+    """The keys (as text) of the rows that count as done: all of them, or the `ok` ones if there is a status."""
+    if has_status:
+        rows = rows.filter(pc.fill_null(pc.equal(rows["status"], "ok"), False))
+    return key_text(rows[key])
+
+
+def _done_keys(done_columns: dict[PathLike, list[str]], key: str) -> Iterator[Keys]:
     """Keys (as text) of the done rows, batch by batch: all rows, or only `ok` ones where there is a status."""
     for path, columns in done_columns.items():
         row = 0
         for batch in iter_batches(path, columns=columns):
             _check_keys(path, batch, key, row)
             row += batch.num_rows
-            if "status" in columns:
-                batch = batch.filter(pc.fill_null(pc.equal(batch["status"], "ok"), False))
-            yield key_text(batch[key])
+            yield _ok_keys(batch, key, "status" in columns), None
 
 
 def _check_keys(path: PathLike, rows: pa.Table | pa.RecordBatch, key: str, first_row: int = 0) -> None:
