@@ -85,7 +85,7 @@ def shard_states(run: RunDir, timeout_s: float = 20.0) -> list[ShardState]:
     sizes = config["shards"]["sizes"]
     done, with_results, with_stats = run.done_shards(), run.result_shards(), run.stats_shards()
     jobs = run.latest_jobs()
-    from vidcap.scheduler.workers import is_local_job, local_job_state
+    from vidcap.scheduler.local_jobs import is_local_job, local_job_state
 
     slurm_ids = [j for s, j in jobs.items() if s not in done and not is_local_job(j)]
     states: dict[str, str] = {}
