@@ -22,7 +22,7 @@ FRESH_S = 120.0  # stats newer than this count a shard as running (local runs ha
 LOG_LINES = 5
 
 
-@dataclass
+@dataclass(slots=True)
 class ShardState:
     index: int
     state: str  # done, running, pending, failed, stopped, not submitted
@@ -83,7 +83,8 @@ def shard_states(run: RunDir, timeout_s: float = 20.0) -> list[ShardState]:
     first time, not even that: see `_DoneCache`), and only unfinished shards with files are opened."""
     config = run.load_config()
     sizes = config["shards"]["sizes"]
-    done, with_results, with_stats = run.done_shards(), run.result_shards(), run.stats_shards()
+    cache = _DoneCache(run)
+    done = cache.done
     jobs = run.latest_jobs()
     from vidcap.scheduler.local_jobs import is_local_job, local_job_state
 
@@ -93,16 +94,19 @@ def shard_states(run: RunDir, timeout_s: float = 20.0) -> list[ShardState]:
         from vidcap.scheduler.slurm import job_states
 
         states = job_states(slurm_ids, timeout_s=timeout_s)
-    cache = _DoneCache(run)
     report = []
+    append = report.append
+    summaries = cache.summaries
+    open_shards = [i for i in range(len(sizes)) if i not in done]
+    with_results = run.result_shards() if open_shards else set()
+    with_stats = run.stats_shards() if open_shards else set()
     for index, rows in enumerate(sizes):
         job_id = jobs.get(index, "")
         if index in done:
-            summary = cache.summary(index)
-            report.append(ShardState(index, "done", rows, summary["ok"], summary["error"], job_id, "", 0.0,
-                                     summary["spent"], busy=_busy(summary.get("started_at"), summary.get("finished_at"),
-                                                                  summary.get("processed", 0)),
-                                     flags=summary.get("flags", {})))
+            ok, error, started, finished, processed, spent, flags = summaries[index]
+            append(ShardState(index, "done", rows, ok, error, job_id, "", 0.0, spent, flags, _NO_LINES,
+                              (started, finished, processed) if started and finished and finished >= started
+                              else None))
             continue
         counts = _counts(run, index) if index in with_results else {"ok": 0, "error": 0, "spent": {}}
         stats = run.read_stats(index) if index in with_stats else None
@@ -134,9 +138,12 @@ def shard_states(run: RunDir, timeout_s: float = 20.0) -> list[ShardState]:
                            busy=busy, flags=counts.get("flags", {}))
         if state == "failed" and job_id:
             entry.log_tail = log_tail or _log_tail(run, job_id)
-        report.append(entry)
+        append(entry)
     cache.save()
     return report
+
+
+_NO_LINES: list[str] = []  # shared by every finished shard (never appended to: only failed shards get lines)
 
 
 def _counts(run: RunDir, index: int) -> dict[str, Any]:
@@ -152,58 +159,96 @@ def _busy(start: float | None, end: float | None, processed: int) -> tuple[float
 
 
 class _DoneCache:
-    """What `vidcap status` read from completion markers, kept in RUN/status-cache.json and trusted while a
-    marker's file is the same (inode and modification time: a marker is only ever replaced by a new file,
-    or removed, when its shard reopens).
-    A finished shard's counts never change, so a second `status` on a big run reads no marker at all."""
+    """What `vidcap status` read from completion markers, kept in RUN/status-cache.json (parallel lists: quick
+    to decode at 100,000 shards) and trusted while a marker's file is the same (inode and modification time:
+    a marker is only ever replaced by a new file, or removed, when its shard reopens). A finished shard's
+    counts never change, so a second `status` on a big run reads no marker at all.
 
-    VERSION = 1
+    It does not even stat the markers when the done folder itself is unchanged: every marker is created,
+    replaced or removed by a rename or unlink in that folder, which sets the folder's modification time. The
+    cached listing is trusted only when it was taken at least SETTLED_NS after that time, so a change made in
+    the same clock tick as the listing (same mtime) cannot hide."""
+
+    VERSION = 2
+    SETTLED_NS = 2_000_000_000
+    FIELDS = ("inode", "mtime", "ok", "error", "started", "finished", "processed")
 
     def __init__(self, run: RunDir) -> None:
         self.run = run
-        self.entries: dict[str, list] = {}
         self.changed = False
+        # index -> (inode, mtime_ns, ok, error, started_at, finished_at, processed, spent, flags)
+        self.entries: dict[int, tuple] = {}
+        folder_key: list[int] = []
         try:
             data = json.loads(run.status_cache_path.read_text(encoding="utf-8"))
             if data.get("version") == self.VERSION:
-                self.entries = data["markers"]
-        except (OSError, ValueError, KeyError, AttributeError):
-            pass
-        self.mtimes: dict[int, list[int]] = {}
+                folder_key = data["folder"]
+                spent, flags = data["spent"], data["flags"]
+                columns = [data["index"]] + [data[name] for name in self.FIELDS]
+                for index, *values in zip(*columns):
+                    self.entries[index] = (*values, spent.get(str(index), _EMPTY), flags.get(str(index), _EMPTY))
+        except (OSError, ValueError, KeyError, AttributeError, TypeError):
+            self.entries = {}
+        self.listed_ns = time.time_ns()  # before the folder's stat and listing: a later change outdates both
         try:
-            with os.scandir(run.done_dir) as entries:
-                for entry in entries:
-                    if entry.name.startswith("shard-") and entry.name[6:].isdigit():
-                        self.mtimes[int(entry.name[6:])] = [entry.inode(), entry.stat().st_mtime_ns]
+            self.folder_mtime = os.stat(run.done_dir).st_mtime_ns
+        except FileNotFoundError:
+            self.folder_mtime = 0
+        self.fast = bool(folder_key) and folder_key[0] == self.folder_mtime \
+            and folder_key[1] - folder_key[0] >= self.SETTLED_NS
+        self.summaries: dict[int, tuple] = {}
+        if self.fast:  # the folder is as listed last time: same markers, same files
+            self.summaries = {index: entry[2:] for index, entry in self.entries.items()}
+            self.done = self.summaries.keys()
+            return
+        self.changed = True
+        live: dict[int, tuple] = {}
+        try:
+            with os.scandir(run.done_dir) as found:
+                for entry in found:
+                    name = entry.name
+                    if name.startswith("shard-") and name[6:].isdigit():
+                        index, inode, mtime = int(name[6:]), entry.inode(), entry.stat().st_mtime_ns
+                        cached = self.entries.get(index)
+                        if cached is None or cached[0] != inode or cached[1] != mtime:
+                            cached = (inode, mtime, *self._read(index))
+                        live[index] = cached
         except FileNotFoundError:
             pass
+        self.entries = live
+        self.summaries = {index: entry[2:] for index, entry in live.items()}
+        self.done = self.summaries.keys()
 
-    def summary(self, index: int) -> dict[str, Any]:
-        key, mtime = str(index), self.mtimes.get(index)
-        cached = self.entries.get(key)
-        if cached is not None and cached[0] == mtime:
-            return cached[1]
+    def _read(self, index: int) -> tuple:
         summary = self.run.read_done(index) or {}
         if "ok" not in summary:  # a marker written before markers held counts
             summary = {**summary, **_counts(self.run, index)}
             stats = self.run.read_stats(index) or {}
             summary.setdefault("started_at", stats.get("started_at"))
             summary.setdefault("processed", (stats.get("rows_ok") or 0) + (stats.get("rows_error") or 0))
-        self.entries[key] = [mtime, summary]
-        self.changed = True
-        return summary
+        started, finished = summary.get("started_at"), summary.get("finished_at")
+        return (summary.get("ok", 0), summary.get("error", 0), float(started) if started else None,
+                float(finished) if finished else None, int(summary.get("processed") or 0),
+                summary.get("spent") or _EMPTY, summary.get("flags") or _EMPTY)
 
     def save(self) -> None:
         """Best effort: a run folder this user may only read still gets its status (just not faster)."""
         if not self.changed:
             return
-        live = {str(i) for i in self.mtimes}
-        markers = {k: v for k, v in self.entries.items() if k in live}
+        indices = sorted(self.entries)
+        data: dict[str, Any] = {"version": self.VERSION, "folder": [self.folder_mtime, self.listed_ns],
+                                "index": indices}
+        for position, name in enumerate(self.FIELDS):
+            data[name] = [self.entries[i][position] for i in indices]
+        data["spent"] = {str(i): self.entries[i][7] for i in indices if self.entries[i][7]}
+        data["flags"] = {str(i): self.entries[i][8] for i in indices if self.entries[i][8]}
         try:
-            atomic_write_text(self.run.status_cache_path,
-                              json.dumps({"version": self.VERSION, "markers": markers}, separators=(",", ":")))
+            atomic_write_text(self.run.status_cache_path, json.dumps(data, separators=(",", ":")))
         except OSError:
             pass
+
+
+_EMPTY: dict = {}  # the spent / flags of a shard with none, shared (only ever read)
 
 
 def overall_rate(report: list[ShardState]) -> float:
