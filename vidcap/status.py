@@ -12,6 +12,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,9 @@ def shard_states(run: RunDir, timeout_s: float = 20.0) -> list[ShardState]:
                               (started, finished, processed) if started and finished and finished >= started
                               else None))
             continue
+        if not job_id and index not in with_results and index not in with_stats:  # the common case of a big run
+            append(ShardState(index, "not submitted", rows, 0, 0, "", "", 0.0, _EMPTY, _EMPTY, _NO_LINES, None))
+            continue
         counts = _counts(run, index) if index in with_results else {"ok": 0, "error": 0, "spent": {}}
         stats = run.read_stats(index) if index in with_stats else None
         slurm = states.get(job_id, "")
@@ -179,28 +183,29 @@ class _DoneCache:
         # index -> (inode, mtime_ns, ok, error, started_at, finished_at, processed, spent, flags)
         self.entries: dict[int, tuple] = {}
         folder_key: list[int] = []
+        columns: list[list] = []
         try:
             data = json.loads(run.status_cache_path.read_text(encoding="utf-8"))
             if data.get("version") == self.VERSION:
-                folder_key = data["folder"]
-                spent, flags = data["spent"], data["flags"]
-                columns = [data["index"]] + [data[name] for name in self.FIELDS]
-                for index, *values in zip(*columns):
-                    self.entries[index] = (*values, spent.get(str(index), _EMPTY), flags.get(str(index), _EMPTY))
+                folder_key, spent, flags = data["folder"], data["spent"], data["flags"]
+                columns = [data[name] for name in ("index",) + self.FIELDS]
+                columns.append([spent.get(str(i), _EMPTY) for i in columns[0]] if spent else repeat(_EMPTY))
+                columns.append([flags.get(str(i), _EMPTY) for i in columns[0]] if flags else repeat(_EMPTY))
         except (OSError, ValueError, KeyError, AttributeError, TypeError):
-            self.entries = {}
+            columns = []
         self.listed_ns = time.time_ns()  # before the folder's stat and listing: a later change outdates both
         try:
             self.folder_mtime = os.stat(run.done_dir).st_mtime_ns
         except FileNotFoundError:
             self.folder_mtime = 0
-        self.fast = bool(folder_key) and folder_key[0] == self.folder_mtime \
+        self.fast = bool(columns) and folder_key[0] == self.folder_mtime \
             and folder_key[1] - folder_key[0] >= self.SETTLED_NS
-        self.summaries: dict[int, tuple] = {}
         if self.fast:  # the folder is as listed last time: same markers, same files
-            self.summaries = {index: entry[2:] for index, entry in self.entries.items()}
+            self.summaries: dict[int, tuple] = dict(zip(columns[0], zip(*columns[3:])))
             self.done = self.summaries.keys()
             return
+        if columns:
+            self.entries = dict(zip(columns[0], zip(*columns[1:])))
         self.changed = True
         live: dict[int, tuple] = {}
         try:
@@ -273,15 +278,28 @@ def format_status(run: RunDir, report: list[ShardState], show_all: bool = False)
 
     engine = config.get("engine", {}).get("settings", {}) | {"engine": config.get("engine", {}).get("name")}
     counts: dict[str, int] = {}
-    for s in report:
+    rows = ok = error = to_run = 0
+    running_rate = 0.0
+    tokens_in = tokens_out = 0
+    cost: list[float] = []
+    flags: dict[str, int] = {}
+    for s in report:  # one pass: at 100,000 shards each extra pass over the report costs a visible moment
         counts[s.state] = counts.get(s.state, 0) + 1
-    rows = sum(s.rows for s in report)
-    ok = sum(s.ok for s in report)
-    error = sum(s.error for s in report)
-    running_rate = sum(s.videos_per_s for s in report)
+        rows += s.rows
+        ok += s.ok
+        error += s.error
+        running_rate += s.videos_per_s
+        if s.state != "done":
+            to_run += s.rows - s.ok
+        if s.spent:
+            if "cost_usd" in s.spent:
+                cost.append(s.spent["cost_usd"])
+            tokens_in += s.spent.get("prompt_tokens", 0)
+            tokens_out += s.spent.get("generated_tokens", 0)
+        for name, n in s.flags.items():
+            flags[name] = flags.get(name, 0) + n
     rate = running_rate or overall_rate(report)
     remaining = rows - ok
-    to_run = sum(s.remaining for s in report if s.state != "done")
     eta = _duration(to_run / rate) if rate > 0 and to_run else ("-" if not to_run else "unknown")
     lines = [
         f"run       {run.root}",
@@ -294,9 +312,6 @@ def format_status(run: RunDir, report: list[ShardState], show_all: bool = False)
         f"rows      ok {ok}  error {error}  remaining {remaining}  ({100.0 * ok / max(rows, 1):.1f}% done)",
         f"speed     {rate:.2f} videos/s{' (running shards)' if running_rate else ' (so far)'}  ETA {eta}",
     ]
-    cost = [s.spent["cost_usd"] for s in report if "cost_usd" in s.spent]
-    tokens_in = sum(s.spent.get("prompt_tokens", 0) for s in report)
-    tokens_out = sum(s.spent.get("generated_tokens", 0) for s in report)
     if cost:
         per_ok = f", ${sum(cost) / ok:.5f} per captioned video" if ok else ""
         unknown = unanswered_requests(run)
@@ -308,10 +323,6 @@ def format_status(run: RunDir, report: list[ShardState], show_all: bool = False)
     elif engine.get("engine") == "openai" and tokens_in:
         lines.append(f"cost      unknown: no price for {engine.get('model')!r} (--prices-file); "
                      f"{tokens_in} input + {tokens_out} output tokens so far")
-    flags: dict[str, int] = {}
-    for s in report:
-        for name, n in s.flags.items():
-            flags[name] = flags.get(name, 0) + n
     if flags:
         lines.append("flags     " + "  ".join(f"{name} {n}" for name, n in sorted(flags.items(), key=lambda x: -x[1]))
                      + "  (caption checks, rows now; `vidcap merge --drop-flagged` leaves them out)")
