@@ -189,6 +189,8 @@ class _DoneCache:
             if data.get("version") == self.VERSION:
                 folder_key, spent, flags = data["folder"], data["spent"], data["flags"]
                 columns = [data[name] for name in ("index",) + self.FIELDS]
+                if any(len(column) != len(columns[0]) for column in columns):
+                    raise ValueError("columns of different lengths")  # never written so; rebuilt if it is
                 columns.append([spent.get(str(i), _EMPTY) for i in columns[0]] if spent else repeat(_EMPTY))
                 columns.append([flags.get(str(i), _EMPTY) for i in columns[0]] if flags else repeat(_EMPTY))
         except (OSError, ValueError, KeyError, AttributeError, TypeError):
