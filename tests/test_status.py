@@ -44,3 +44,48 @@ def test_finished_shards_are_counted_from_their_markers_once(tmp_path, capsys):
         writer.append(result_rows([{"key": key, "status": "error", "error": "late"}]))
     run.mark_done(1, {**marker, "ok": 1, "error": 1})
     assert [(s.ok, s.error) for s in shard_states(run)] == [(2, 0), (1, 1), (2, 0)]
+
+
+def _settle(run: RunDir) -> None:
+    """Date the done folder 10 s back, as if its last marker had been written a while before this listing."""
+    import os
+
+    stamp = os.stat(run.done_dir).st_mtime_ns - 10_000_000_000
+    os.utime(run.done_dir, ns=(stamp, stamp))
+
+
+def test_an_unchanged_done_folder_is_trusted_and_any_change_in_it_is_seen(tmp_path, capsys):
+    """The cache skips statting markers while the done folder is unchanged since a settled listing; a marker
+    replaced, written or removed after it (each a rename or unlink in that folder) must still show at once."""
+    from vidcap.status import _DoneCache
+
+    run = noop_run(tmp_path, 6, 3)
+    assert main(["resume", str(run.root)]) == 0
+    marker = json.loads(run.done_path(1).read_text())
+    _settle(run)
+    shard_states(run)  # a listing taken 10 s after the folder last changed
+    assert _DoneCache(run).fast  # trusted: no marker is statted
+    assert [(s.state, s.ok, s.error) for s in shard_states(run)] == [("done", 2, 0)] * 3
+    run.mark_done(1, {**marker, "ok": 1, "error": 1})  # replaced right after the trusted listing
+    assert not _DoneCache(run).fast
+    assert [(s.ok, s.error) for s in shard_states(run)] == [(2, 0), (1, 1), (2, 0)]
+    _settle(run)
+    shard_states(run)
+    run.clear_done(2)  # reopened: no longer done, and not counted as done from the cache
+    states = shard_states(run)
+    assert [s.state == "done" for s in states] == [True, True, False] and states[1].ok == 1
+    run.mark_done(2, {**marker, "ok": 0, "error": 2})  # a newly written marker
+    assert [(s.state, s.ok, s.error) for s in shard_states(run)] == [("done", 2, 0), ("done", 1, 1), ("done", 0, 2)]
+    text = format_status(run, shard_states(run))
+    assert "ok 3  error 3" in text, text
+
+
+def test_a_listing_in_the_same_second_as_a_change_is_not_trusted(tmp_path, capsys):
+    """A marker written in the same clock tick as the listing leaves the folder's mtime as listed: such a
+    listing is never trusted, so the next status stats every marker and sees the new one."""
+    from vidcap.status import _DoneCache
+
+    run = noop_run(tmp_path, 4, 2)
+    assert main(["resume", str(run.root)]) == 0
+    shard_states(run)  # the folder changed moments ago: this listing is not settled
+    assert not _DoneCache(run).fast

@@ -12,6 +12,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ FRESH_S = 120.0  # stats newer than this count a shard as running (local runs ha
 LOG_LINES = 5
 
 
-@dataclass
+@dataclass(slots=True)
 class ShardState:
     index: int
     state: str  # done, running, pending, failed, stopped, not submitted
@@ -83,9 +84,10 @@ def shard_states(run: RunDir, timeout_s: float = 20.0) -> list[ShardState]:
     first time, not even that: see `_DoneCache`), and only unfinished shards with files are opened."""
     config = run.load_config()
     sizes = config["shards"]["sizes"]
-    done, with_results, with_stats = run.done_shards(), run.result_shards(), run.stats_shards()
+    cache = _DoneCache(run)
+    done = cache.done
     jobs = run.latest_jobs()
-    from vidcap.scheduler.workers import is_local_job, local_job_state
+    from vidcap.scheduler.local_jobs import is_local_job, local_job_state
 
     slurm_ids = [j for s, j in jobs.items() if s not in done and not is_local_job(j)]
     states: dict[str, str] = {}
@@ -93,16 +95,22 @@ def shard_states(run: RunDir, timeout_s: float = 20.0) -> list[ShardState]:
         from vidcap.scheduler.slurm import job_states
 
         states = job_states(slurm_ids, timeout_s=timeout_s)
-    cache = _DoneCache(run)
     report = []
+    append = report.append
+    summaries = cache.summaries
+    open_shards = [i for i in range(len(sizes)) if i not in done]
+    with_results = run.result_shards() if open_shards else set()
+    with_stats = run.stats_shards() if open_shards else set()
     for index, rows in enumerate(sizes):
         job_id = jobs.get(index, "")
         if index in done:
-            summary = cache.summary(index)
-            report.append(ShardState(index, "done", rows, summary["ok"], summary["error"], job_id, "", 0.0,
-                                     summary["spent"], busy=_busy(summary.get("started_at"), summary.get("finished_at"),
-                                                                  summary.get("processed", 0)),
-                                     flags=summary.get("flags", {})))
+            ok, error, started, finished, processed, spent, flags = summaries[index]
+            append(ShardState(index, "done", rows, ok, error, job_id, "", 0.0, spent, flags, _NO_LINES,
+                              (started, finished, processed) if started and finished and finished >= started
+                              else None))
+            continue
+        if not job_id and index not in with_results and index not in with_stats:  # the common case of a big run
+            append(ShardState(index, "not submitted", rows, 0, 0, "", "", 0.0, _EMPTY, _EMPTY, _NO_LINES, None))
             continue
         counts = _counts(run, index) if index in with_results else {"ok": 0, "error": 0, "spent": {}}
         stats = run.read_stats(index) if index in with_stats else None
@@ -134,9 +142,12 @@ def shard_states(run: RunDir, timeout_s: float = 20.0) -> list[ShardState]:
                            busy=busy, flags=counts.get("flags", {}))
         if state == "failed" and job_id:
             entry.log_tail = log_tail or _log_tail(run, job_id)
-        report.append(entry)
+        append(entry)
     cache.save()
     return report
+
+
+_NO_LINES: list[str] = []  # shared by every finished shard (never appended to: only failed shards get lines)
 
 
 def _counts(run: RunDir, index: int) -> dict[str, Any]:
@@ -152,58 +163,123 @@ def _busy(start: float | None, end: float | None, processed: int) -> tuple[float
 
 
 class _DoneCache:
-    """What `vidcap status` read from completion markers, kept in RUN/status-cache.json and trusted while a
-    marker's file is the same (inode and modification time: a marker is only ever replaced by a new file,
-    or removed, when its shard reopens).
-    A finished shard's counts never change, so a second `status` on a big run reads no marker at all."""
+    """What `vidcap status` read from completion markers, kept in RUN/status-cache.json (parallel lists: quick
+    to decode at 100,000 shards) and trusted while a marker's file is the same (inode and modification time:
+    a marker is only ever replaced by a new file, or removed, when its shard reopens). A finished shard's
+    counts never change, so a second `status` on a big run reads no marker at all.
 
-    VERSION = 1
+    It does not even stat the markers when the done folder itself is unchanged: every marker is created,
+    replaced or removed by a rename or unlink in that folder, which sets the folder's modification time. The
+    cached listing is trusted only when it was taken at least SETTLED_NS after that time, so a change made in
+    the same clock tick as the listing (same mtime) cannot hide."""
+
+    VERSION = 2
+    SETTLED_NS = 2_000_000_000
+    FIELDS = ("inode", "mtime", "ok", "error", "started", "finished", "processed")
 
     def __init__(self, run: RunDir) -> None:
         self.run = run
-        self.entries: dict[str, list] = {}
         self.changed = False
+        # index -> (inode, mtime_ns, ok, error, started_at, finished_at, processed, spent, flags)
+        self.entries: dict[int, tuple] = {}
+        folder_key: list[int] = []
+        columns: list[list] = []
         try:
             data = json.loads(run.status_cache_path.read_text(encoding="utf-8"))
             if data.get("version") == self.VERSION:
-                self.entries = data["markers"]
-        except (OSError, ValueError, KeyError, AttributeError):
-            pass
-        self.mtimes: dict[int, list[int]] = {}
+                folder_key, spent, flags = data["folder"], data["spent"], data["flags"]
+                columns = [data[name] for name in ("index",) + self.FIELDS]
+                if any(len(column) != len(columns[0]) for column in columns):
+                    raise ValueError("columns of different lengths")  # never written so; rebuilt if it is
+                columns.append([spent.get(str(i), _EMPTY) for i in columns[0]] if spent else repeat(_EMPTY))
+                columns.append([flags.get(str(i), _EMPTY) for i in columns[0]] if flags else repeat(_EMPTY))
+        except (OSError, ValueError, KeyError, AttributeError, TypeError):
+            columns = []
+        self.listed_ns = time.time_ns()  # before the folder's stat and listing: a later change outdates both
         try:
-            with os.scandir(run.done_dir) as entries:
-                for entry in entries:
-                    if entry.name.startswith("shard-") and entry.name[6:].isdigit():
-                        self.mtimes[int(entry.name[6:])] = [entry.inode(), entry.stat().st_mtime_ns]
+            self.folder_mtime = os.stat(run.done_dir).st_mtime_ns
+        except FileNotFoundError:
+            self.folder_mtime = 0
+        self.fast = bool(columns) and folder_key[0] == self.folder_mtime \
+            and folder_key[1] - folder_key[0] >= self.SETTLED_NS
+        if self.fast:  # the folder is as listed last time: same markers, same files
+            self.summaries: dict[int, tuple] = dict(zip(columns[0], zip(*columns[3:])))
+            self.done = self.summaries.keys()
+            return
+        if columns:
+            self.entries = dict(zip(columns[0], zip(*columns[1:])))
+        self.changed = True
+        live: dict[int, tuple] = {}
+        try:
+            with os.scandir(run.done_dir) as found:
+                for entry in found:
+                    name = entry.name
+                    if name.startswith("shard-") and name[6:].isdigit():
+                        index, inode, mtime = int(name[6:]), entry.inode(), entry.stat().st_mtime_ns
+                        cached = self.entries.get(index)
+                        if cached is None or cached[0] != inode or cached[1] != mtime:
+                            cached = (inode, mtime, *self._read(index, entry.path))
+                        live[index] = cached
         except FileNotFoundError:
             pass
+        self.entries = live
+        self.summaries = {index: entry[2:] for index, entry in live.items()}
+        self.done = self.summaries.keys()
 
-    def summary(self, index: int) -> dict[str, Any]:
-        key, mtime = str(index), self.mtimes.get(index)
-        cached = self.entries.get(key)
-        if cached is not None and cached[0] == mtime:
-            return cached[1]
-        summary = self.run.read_done(index) or {}
+    def _read(self, index: int, path: str) -> tuple:
+        summary = _read_marker(path)
         if "ok" not in summary:  # a marker written before markers held counts
             summary = {**summary, **_counts(self.run, index)}
             stats = self.run.read_stats(index) or {}
             summary.setdefault("started_at", stats.get("started_at"))
             summary.setdefault("processed", (stats.get("rows_ok") or 0) + (stats.get("rows_error") or 0))
-        self.entries[key] = [mtime, summary]
-        self.changed = True
-        return summary
+        started, finished = summary.get("started_at"), summary.get("finished_at")
+        return (summary.get("ok", 0), summary.get("error", 0), float(started) if started else None,
+                float(finished) if finished else None, int(summary.get("processed") or 0),
+                summary.get("spent") or _EMPTY, summary.get("flags") or _EMPTY)
 
     def save(self) -> None:
         """Best effort: a run folder this user may only read still gets its status (just not faster)."""
         if not self.changed:
             return
-        live = {str(i) for i in self.mtimes}
-        markers = {k: v for k, v in self.entries.items() if k in live}
+        indices = sorted(self.entries)
+        data: dict[str, Any] = {"version": self.VERSION, "folder": [self.folder_mtime, self.listed_ns],
+                                "index": indices}
+        columns = list(zip(*(self.entries[i] for i in indices))) or [()] * (len(self.FIELDS) + 2)
+        data.update(zip(self.FIELDS, map(list, columns)))
+        data["spent"] = {str(i): spent for i, spent in zip(indices, columns[7]) if spent}
+        data["flags"] = {str(i): flags for i, flags in zip(indices, columns[8]) if flags}
         try:
-            atomic_write_text(self.run.status_cache_path,
-                              json.dumps({"version": self.VERSION, "markers": markers}, separators=(",", ":")))
+            atomic_write_text(self.run.status_cache_path, json.dumps(data, separators=(",", ":")))
         except OSError:
             pass
+
+
+def _read_marker(path: str) -> dict[str, Any]:
+    """A completion marker, as RunDir.read_done reads it ({} when gone or torn), with plain os calls: the cold
+    `status` of a big run reads tens of thousands of these small files, and pathlib's overhead was half of it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return {}
+    try:
+        data = os.read(fd, 1 << 16)
+        while len(data) % (1 << 16) == 0 and data:  # a marker is a few hundred bytes; a longer one still reads
+            more = os.read(fd, 1 << 16)
+            if not more:
+                break
+            data += more
+    finally:
+        os.close(fd)
+    try:
+        summary = _DECODE(data.decode("utf-8").lstrip())[0]
+    except ValueError:  # a torn or foreign file (UnicodeDecodeError and JSONDecodeError are ValueErrors)
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+_DECODE = json.JSONDecoder().raw_decode  # json.loads minus its per-call checks (encoding detection, wrapper)
+_EMPTY: dict = {}  # the spent / flags of a shard with none, shared (only ever read)
 
 
 def overall_rate(report: list[ShardState]) -> float:
@@ -228,15 +304,28 @@ def format_status(run: RunDir, report: list[ShardState], show_all: bool = False)
 
     engine = config.get("engine", {}).get("settings", {}) | {"engine": config.get("engine", {}).get("name")}
     counts: dict[str, int] = {}
-    for s in report:
+    rows = ok = error = to_run = 0
+    running_rate = 0.0
+    tokens_in = tokens_out = 0
+    cost: list[float] = []
+    flags: dict[str, int] = {}
+    for s in report:  # one pass: at 100,000 shards each extra pass over the report costs a visible moment
         counts[s.state] = counts.get(s.state, 0) + 1
-    rows = sum(s.rows for s in report)
-    ok = sum(s.ok for s in report)
-    error = sum(s.error for s in report)
-    running_rate = sum(s.videos_per_s for s in report)
+        rows += s.rows
+        ok += s.ok
+        error += s.error
+        running_rate += s.videos_per_s
+        if s.state != "done":
+            to_run += s.rows - s.ok
+        if s.spent:
+            if "cost_usd" in s.spent:
+                cost.append(s.spent["cost_usd"])
+            tokens_in += s.spent.get("prompt_tokens", 0)
+            tokens_out += s.spent.get("generated_tokens", 0)
+        for name, n in s.flags.items():
+            flags[name] = flags.get(name, 0) + n
     rate = running_rate or overall_rate(report)
     remaining = rows - ok
-    to_run = sum(s.remaining for s in report if s.state != "done")
     eta = _duration(to_run / rate) if rate > 0 and to_run else ("-" if not to_run else "unknown")
     lines = [
         f"run       {run.root}",
@@ -249,9 +338,6 @@ def format_status(run: RunDir, report: list[ShardState], show_all: bool = False)
         f"rows      ok {ok}  error {error}  remaining {remaining}  ({100.0 * ok / max(rows, 1):.1f}% done)",
         f"speed     {rate:.2f} videos/s{' (running shards)' if running_rate else ' (so far)'}  ETA {eta}",
     ]
-    cost = [s.spent["cost_usd"] for s in report if "cost_usd" in s.spent]
-    tokens_in = sum(s.spent.get("prompt_tokens", 0) for s in report)
-    tokens_out = sum(s.spent.get("generated_tokens", 0) for s in report)
     if cost:
         per_ok = f", ${sum(cost) / ok:.5f} per captioned video" if ok else ""
         unknown = unanswered_requests(run)
@@ -263,10 +349,6 @@ def format_status(run: RunDir, report: list[ShardState], show_all: bool = False)
     elif engine.get("engine") == "openai" and tokens_in:
         lines.append(f"cost      unknown: no price for {engine.get('model')!r} (--prices-file); "
                      f"{tokens_in} input + {tokens_out} output tokens so far")
-    flags: dict[str, int] = {}
-    for s in report:
-        for name, n in s.flags.items():
-            flags[name] = flags.get(name, 0) + n
     if flags:
         lines.append("flags     " + "  ".join(f"{name} {n}" for name, n in sorted(flags.items(), key=lambda x: -x[1]))
                      + "  (caption checks, rows now; `vidcap merge --drop-flagged` leaves them out)")

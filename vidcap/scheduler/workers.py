@@ -38,14 +38,12 @@ from typing import Any
 
 from vidcap.errors import UserError
 from vidcap.run import RunDir
+from vidcap.scheduler.local_jobs import DIED_NAME, JOB_PREFIX, LOG_NAME, is_local_job, local_job_state  # noqa: F401
 from vidcap.scheduler.pool_worker import COMMAND, POOL_ENV, WORKER_ENV
 from vidcap.worker import ShardOutcome
 
 POLL_S = 0.2
 PROGRESS_EVERY_S = 1.0
-JOB_PREFIX = "local-"
-LOG_NAME = "worker.err"
-DIED_NAME = "died"  # in the worker's log folder: the one-line reason the pool saw it die for
 
 
 class WorkersFailed(UserError):
@@ -445,19 +443,3 @@ def run_pool(run: RunDir, shards: list[int], plans: list[WorkerPlan], progress: 
         reasons = sorted({w.exit_reason for w in dead})
         raise WorkersFailed(f"every worker died: {'; '.join(reasons)} (logs: {run.logs_dir}/{JOB_PREFIX}*)")
     return outcomes
-
-
-def local_job_state(run: RunDir, job_id: str) -> tuple[str, list[str]]:
-    """For `vidcap status`: ("failed", last log lines) when the pool saw worker `job_id` die, else ("", [])."""
-    folder = run.logs_dir / job_id
-    died = folder / DIED_NAME
-    if not died.is_file():
-        return "", []
-    lines = [ln for ln in (folder / LOG_NAME).read_text(errors="replace").splitlines() if ln.strip()] \
-        if (folder / LOG_NAME).is_file() else []
-    return "failed", lines[-4:] + [f"pool: {died.read_text().strip()}"]
-
-
-def is_local_job(job_id: str) -> bool:
-    return job_id.startswith(JOB_PREFIX)
-
