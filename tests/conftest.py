@@ -17,3 +17,10 @@ if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
 from slurm_fixtures import slurm_cluster, slurm_job_env  # noqa: E402,F401  (fixtures for Slurm tests)
+
+# transformers' log handler keeps the sys.stderr of the moment it is made. Made inside a test that captures
+# with capsys, it later writes to that closed stream ("--- Logging error ---" and a traceback in another
+# test's stderr), so which test sees it depends on the order: make it now, once for the session.
+from transformers.utils import logging as _transformers_logging  # noqa: E402
+
+_transformers_logging.get_logger("transformers")
