@@ -75,5 +75,10 @@ class ShardTask(Checkpointable):
         with signal_sets_event(usr_sig, stop, message=True, after=signal.SIG_IGN):
             outcome = function(*args, stop=stop)
         if not outcome.finished and stop.is_set() and callable(submitit_handler):
+            # the handler runs `scontrol requeue`, and the requeue makes Slurm end this step with SIGTERM,
+            # scontrol included: when that lands before scontrol exits, the requeue took but submitit sees a
+            # failed command and logs a traceback. Blocked here, SIGTERM stays blocked in scontrol (a signal
+            # mask survives exec); this process exits right after, as submitit does once it has requeued.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
             submitit_handler(usr_sig, None)  # checkpoint, scontrol requeue, sys.exit
         return outcome
