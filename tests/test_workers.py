@@ -153,8 +153,10 @@ def test_every_worker_failing_at_start_is_one_line(tmp_path: Path, capsys) -> No
 def test_sigterm_stops_every_worker_after_its_batch_and_resume_finishes(tmp_path: Path) -> None:
     manifest = make_clips(tmp_path / "v", 32)
     run = RunDir.at(tmp_path / "run")
+    # 2 s batches: a shard takes 16 s, so the signal (after a `vidcap status` in a fresh process, seconds on a
+    # busy machine) still finds both workers busy; with 1 s batches a fresh clone's run once saw them finish
     pool = start_pool(submit_args(manifest, run.root, "--rows-per-shard", "16", "--batch-size", "2",
-                                  "--workers", "2", latency=1.0))
+                                  "--workers", "2", latency=2.0))
     try:
         wait_until(lambda: len(claims(run)) >= 2 and all(read_results(run, s).num_rows >= 2
                                                          for s, _ in claims(run)[:2]), what="two busy workers")
@@ -170,7 +172,7 @@ def test_sigterm_stops_every_worker_after_its_batch_and_resume_finishes(tmp_path
         pool.kill()
     assert pool.returncode == 1, err
     assert "every worker stops after its batch in flight" in err and "died" not in err, err
-    assert stopped_in < 10, stopped_in  # one batch is 1 s
+    assert stopped_in < 10, stopped_in  # one batch is 2 s
     in_flight = [s for s, _ in claims(run)]
     assert len(in_flight) == 2 and not any(run.is_done(s) for s in in_flight)
     for s in in_flight:  # whole batches only, written before stopping
