@@ -79,6 +79,9 @@ class ShardTask(Checkpointable):
             # scontrol included: when that lands before scontrol exits, the requeue took but submitit sees a
             # failed command and logs a traceback. Blocked here, SIGTERM stays blocked in scontrol (a signal
             # mask survives exec); this process exits right after, as submitit does once it has requeued.
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-            submitit_handler(usr_sig, None)  # checkpoint, scontrol requeue, sys.exit
+            previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            try:
+                submitit_handler(usr_sig, None)  # checkpoint, scontrol requeue, sys.exit
+            finally:  # never leave it blocked: processes started later would inherit it
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         return outcome
