@@ -139,6 +139,9 @@ def test_shard_task_stops_after_the_step_and_hands_over_to_submitit(tmp_path: Pa
     lines = progress.read_text().splitlines()
     assert lines[-1] == f"stopped 1 at {outcome.steps}" and lines[-2] == f"step {outcome.steps}"
     assert usr2_spy == [signal.SIGUSR2], "submitit's handler requeues once the step is done"
+    # SIGTERM is blocked only while the handler runs (for its scontrol): left blocked, every process this one
+    # starts later would inherit it and ignore SIGTERM
+    assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
 
 
 def test_shard_task_that_finishes_is_not_requeued(tmp_path: Path, usr2_spy: list[int]) -> None:
