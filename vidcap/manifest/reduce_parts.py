@@ -352,23 +352,20 @@ class _OrderedSpill:
     def intervals(self, bounds: Sequence[int]) -> Iterator[pa.Table]:
         """Rows [bounds[i], bounds[i+1]) for each i, in turn (bounds never decrease)."""
         held: list[pa.RecordBatch] = []
-        held_from = 0  # ordinal of held[0]'s first row
+        held_from, held_to = 0, 0  # ordinals of held rows: [held_from, held_to)
         batches = self.batches()
         for lo, hi in zip(bounds[:-1], bounds[1:]):
-            while held_from + sum(b.num_rows for b in held) < hi:
+            while held_to < hi:
                 start, batch = next(batches)
                 if not held:
                     held_from = start
                 held.append(batch)
-            table = pa.Table.from_batches(held, schema=self.schema) if held else None
-            if table is None:
-                yield pa.Table.from_batches([], schema=self.schema)
-                continue
+                held_to = start + batch.num_rows
+            table = pa.Table.from_batches(held, schema=self.schema)
             yield table.slice(lo - held_from, hi - lo)
-            rest = table.slice(hi - held_from)
-            held = rest.to_batches()
+            held = table.slice(hi - held_from).to_batches()
             held_from = hi
-            del table, rest
+            del table
 
     def remove(self) -> None:
         os.unlink(self.path)
