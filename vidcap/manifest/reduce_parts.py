@@ -9,17 +9,23 @@ partition the keys, and both answers are global (a key's rows may sit in any par
 grow with rows, so:
   1. What must be held at once (merge: every part row; remaining: DONE's keys) is compared with
      `memory_budget`. If it fits, the work is one in-memory pass with no disk round-trip (B = 1).
-  2. Otherwise rows are streamed, tagged with their global ordinal, and appended to bucket
-     `hash(key) % B` (an Arrow IPC file), B chosen from the input size so a bucket fits the budget.
-     Equal keys share a bucket, so each bucket is resolved alone, in memory.
-  3. Merge: the survivors of each bucket go to B range files by the ordinal of their first appearance;
-     emitting the ranges in order, each sorted in memory, restores the global order without ever
-     holding all rows. Remaining: only keys are bucketed; the buckets mark the done manifest rows in a
-     mask (one byte per manifest row), and a second pass over the manifest writes the others.
+  2. Otherwise only what deciding needs (each row's key, status, global ordinal and hash) goes to
+     bucket `hash(key) % B` (an Arrow IPC file), B chosen from the input size so a bucket fits the
+     budget; the rows themselves are appended once, as read, to one ordered spill file. Equal keys
+     share a bucket, so each bucket is resolved alone, in memory.
+  3. Merge: most winners are their key's first row, already where the output wants them ("in
+     place"); only the others are copied out of the spill, into B range files by the ordinal of their
+     key's first row. The output is the spill read in order, range by range, with each range's moved
+     rows put in among its in-place winners by a linear scatter: the global order without ever
+     holding all rows. Remaining alone: only keys are bucketed; the buckets mark the done manifest
+     rows in a mask (one byte per manifest row), and a second pass over the manifest writes the
+     others. Fused with a bucketed merge, the manifest's keys go to buckets of their own (same hash,
+     same B), each merge bucket marks the manifest rows its done winners cover, and the manifest's
+     rows come back from an ordered spill instead of a second CSV parse.
 Keys are grouped and looked up through 64-bit hashes sorted with numpy and confirmed by string
 comparison (`keyhash`): Arrow's own hash tables were slower here and needed several times the key
-bytes. Everything columnar is pyarrow C++ or numpy, no Python loop per row; winners are gathered in
-slices, so no second copy of a bucket is made. Temporary files go next to the output (or in `tmp_dir`)
+bytes. Everything columnar is pyarrow C++ or numpy, no Python loop per row; rows are gathered in
+slices, so a gathered copy never exceeds one slice. Temporary files go next to the output (or in `tmp_dir`)
 and are always removed; the output is written under a temporary name and renamed into place.
 """
 
@@ -99,9 +105,11 @@ def merge_and_remaining(
     """`merge_parts(parts, merged)` then `remaining_from_done(manifest, merged, remaining)`, same files.
 
     Why fused: the remaining step needs only the merged file's done keys, and reading back a merged
-    file (captions and all: most of the bytes) to get them cost as much as the merge itself. Here the
-    merge hands each winning slice's done keys to a `_KeySpool` (held up to the budget, then one
-    Arrow file of keys in the scratch folder), which then feeds the same held/bucketed remaining.
+    file (captions and all: most of the bytes) to get them cost as much as the merge itself. In memory
+    (B = 1) the merge hands each winning slice's done keys to a `_KeySpool` (held up to the budget,
+    then one Arrow file of keys in the scratch folder), which feeds the held/bucketed remaining.
+    Bucketed, the manifest's keys share the merge's buckets and each bucket's done winners mark
+    the manifest rows they cover (`_ManifestSide`): no key is written or hashed twice.
     """
     manifest_format(merged)
     manifest_format(remaining)
