@@ -324,9 +324,13 @@ def test_hash_collisions_never_change_the_answer(tmp_path, monkeypatch, budget):
     _spy(monkeypatch, "_group_exact", exact)
     merge_parts(parts, str(tmp_path / "weak.csv"), memory_budget=budget)
     remaining_from_done(manifest, str(tmp_path / "weak.csv"), str(tmp_path / "weak-rest.csv"), memory_budget=budget)
+    merge_and_remaining(parts, str(tmp_path / "fused.csv"), manifest, str(tmp_path / "fused-rest.csv"),
+                        memory_budget=budget)
     assert exact  # the exact fallback ran
     assert (tmp_path / "weak.csv").read_bytes() == (tmp_path / "good.csv").read_bytes()
     assert (tmp_path / "weak-rest.csv").read_bytes() == (tmp_path / "good-rest.csv").read_bytes()
+    assert (tmp_path / "fused.csv").read_bytes() == (tmp_path / "good.csv").read_bytes()
+    assert (tmp_path / "fused-rest.csv").read_bytes() == (tmp_path / "good-rest.csv").read_bytes()
 
 
 def test_key_set_is_exact_with_duplicates_and_collisions(monkeypatch):
