@@ -446,7 +446,8 @@ def test_ordered_spill_gives_any_intervals_across_batch_boundaries(tmp_path):
     for lo, hi in ((0, 3), (3, 4), (4, 4), (4, 11), (11, 12)):
         spill.write(pa.table({"n": list(range(lo, hi))}, schema=schema))
     spill.close()
-    assert [(s, b.num_rows) for s, b in spill.batches()] == [(0, 3), (3, 1), (4, 7), (11, 1)]  # an empty table writes no batch
+    # an empty table writes no batch
+    assert [(s, b.num_rows) for s, b in spill.batches()] == [(0, 3), (3, 1), (4, 7), (11, 1)]
     bounds = [0, 2, 2, 5, 10, 12]
     got = [t["n"].to_pylist() for t in spill.intervals(bounds)]
     assert got == [list(range(lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
