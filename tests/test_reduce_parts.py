@@ -453,3 +453,19 @@ def test_ordered_spill_gives_any_intervals_across_batch_boundaries(tmp_path):
     assert got == [list(range(lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
     spill.remove()
     assert os.listdir(tmp_path) == []
+
+
+def test_merge_buckets_are_capped_in_size_once_past_the_budget(tmp_path, monkeypatch):
+    """Inputs that fit the budget stay in memory; past it, buckets hold at most BUCKET_BYTES each even
+    when the budget is larger, and the files out are the same."""
+    manifest, parts = _random_inputs(tmp_path, random.Random(11))
+    nbytes = sum(os.path.getsize(p) for p in parts)
+    assert reduce_parts._merge_buckets(parts, nbytes) == 1
+    monkeypatch.setattr(reduce_parts, "BUCKET_BYTES", -(-nbytes // 10))
+    assert reduce_parts._merge_buckets(parts, nbytes // 2) == 10
+    assert reduce_parts._merge_buckets(parts, -(-nbytes // 20)) == 20
+    merge_and_remaining(parts, str(tmp_path / "m1.csv"), manifest, str(tmp_path / "r1.csv"), memory_budget=nbytes // 2)
+    monkeypatch.setattr(reduce_parts, "BUCKET_BYTES", 1 << 30)
+    merge_and_remaining(parts, str(tmp_path / "m2.csv"), manifest, str(tmp_path / "r2.csv"), memory_budget=nbytes // 2)
+    assert (tmp_path / "m1.csv").read_bytes() == (tmp_path / "m2.csv").read_bytes()
+    assert (tmp_path / "r1.csv").read_bytes() == (tmp_path / "r2.csv").read_bytes()

@@ -61,6 +61,7 @@ from vidcap.manifest.reduce_run import ReduceCounts
 from vidcap.manifest.resolve import status_rank
 
 DEFAULT_BUDGET = 256 << 20  # bytes of input data held at once (peak RSS is a small multiple)
+BUCKET_BYTES = 64 << 20  # once past the budget, input bytes per merge bucket (and per range), whatever the budget
 MAX_BUDGET = 1 << 30  # a held column is combined into one string array, whose offsets stop at 2 GiB
 ORD = "__vidcap_ord"  # a row's number across all inputs, in the order read
 FIRST = "__vidcap_first"  # ordinal of a key's first appearance: merge's output order
@@ -124,7 +125,7 @@ def merge_and_remaining(
         # a typed key's text read back from CSV may differ from its cast (floats, times): do what the two steps do
         merge_counts = _merge(parts, schema, merged, key, memory_budget, tmp_dir)
         return merge_counts, remaining_from_done(manifest, merged, remaining, key, memory_budget, tmp_dir)
-    buckets = bucket_count(sum(_arrow_bytes(p) for p in parts), memory_budget)
+    buckets = _merge_buckets(parts, memory_budget)
     if buckets > 1:
         merge_counts, rest = ReduceCounts(), ReduceCounts()
         with _atomic(merged) as merged_tmp, TableWriter(merged_tmp, schema, like=merged) as merged_writer, \
@@ -155,7 +156,7 @@ def _merge(
     sink: Callable[[pa.Table, np.ndarray | None], None] | None = None,
 ) -> ReduceCounts:
     """merge_parts' work; `sink` (if any) sees every winning row once, a slice at a time."""
-    buckets = bucket_count(sum(_arrow_bytes(p) for p in parts), memory_budget)
+    buckets = _merge_buckets(parts, memory_budget)
     counts = ReduceCounts()
     with _atomic(output) as tmp, TableWriter(tmp, schema, like=output) as writer:
         if buckets == 1:
@@ -171,6 +172,16 @@ def _merge(
             with _scratch(output, tmp_dir) as folder:
                 _merge_bucketed(parts, schema, key, buckets, memory_budget, folder, writer, counts)
     return counts
+
+
+def _merge_buckets(parts: Sequence[PathLike], budget: int) -> int:
+    """1 if the parts fit the budget (all in memory); else enough buckets of at most BUCKET_BYTES each.
+
+    Why not buckets as big as the budget: the per-bucket work (hash sorts, string gathers, the range
+    scatter) runs out of CPU cache as buckets grow. At 30M rows (4.4 GB of parts), 256 MB buckets took
+    113 s of CPU and 1.4 GB peak, 64 MB buckets 85 s and 0.85 GB (same files out)."""
+    nbytes = sum(_arrow_bytes(p) for p in parts)
+    return 1 if bucket_count(nbytes, budget) == 1 else bucket_count(nbytes, min(budget, BUCKET_BYTES))
 
 
 def remaining_from_done(
