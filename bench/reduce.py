@@ -175,7 +175,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 4_000_000])
     parser.add_argument("--parts", type=int, default=64)
-    parser.add_argument("--budget-mb", type=int, default=256, help="our memory budget: inputs that fit it are merged in memory (past it, merge buckets hold at most 64 MB)")
+    parser.add_argument("--budget-mb", type=int, default=256,
+                        help="our memory budget: inputs that fit it are merged in memory (past it, buckets of 64 MB)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per side (alternating); best time kept")
     parser.add_argument("--tmp-dir", default=None, help="where the synthetic data goes (default: system temp)")
     parser.add_argument("--data-dir", default=None,
