@@ -13,6 +13,7 @@ the load average is printed, and CPU seconds are shown beside wall seconds).
     .venv/bin/python bench/reduce.py --rows 3000000 30000000 --baseline-max-rows 3000000
                                                      # Open-Sora's scale: 30M rows, < 60 s and < 2 GB
                                                      # (pandas only up to 3M: it needs far more memory)
+    .venv/bin/python bench/reduce.py --rows 30000000 --data-dir /var/tmp/vidcap-reduce   # data kept for reruns
 """
 
 from __future__ import annotations
@@ -80,6 +81,22 @@ def make_data(folder: str, rows: int, parts: int, seed: int = 0) -> None:
         if p % 4 != 3:
             part = part.drop_columns(["status"])
         pacsv.write_csv(part, os.path.join(folder, f"DATA_caption_part{p:02d}.csv"))
+
+
+COMPLETE = ".complete"  # marks a kept data folder whose making finished
+
+
+def data_folder(args: argparse.Namespace, rows: int) -> tuple[str, bool]:
+    """Where the data for `rows` goes, and whether it is already there: a fresh temporary folder, or with
+    --data-dir a kept one (making 30M rows takes minutes; it is reused by later runs with the same --parts)."""
+    if not args.data_dir:
+        return tempfile.mkdtemp(prefix=f"vidcap-bench-reduce-{rows}-", dir=args.tmp_dir), False
+    folder = os.path.join(args.data_dir, f"rows-{rows}-parts-{args.parts}")
+    if os.path.exists(os.path.join(folder, COMPLETE)):
+        return folder, True
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    return folder, False
 
 
 def part_files(folder: str) -> list[str]:
@@ -158,9 +175,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 4_000_000])
     parser.add_argument("--parts", type=int, default=64)
-    parser.add_argument("--budget-mb", type=int, default=256, help="our memory budget per bucket")
+    parser.add_argument("--budget-mb", type=int, default=256,
+                        help="our memory budget: inputs that fit it are merged in memory (past it, buckets of 64 MB)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per side (alternating); best time kept")
     parser.add_argument("--tmp-dir", default=None, help="where the synthetic data goes (default: system temp)")
+    parser.add_argument("--data-dir", default=None,
+                        help="keep the synthetic data here and reuse it in later runs (default: made and removed)")
     parser.add_argument("--baseline-max-rows", type=int, default=None,
                         help="run the pandas baseline only up to this many rows (its memory grows with them)")
     parser.add_argument("--child", choices=["make", "ours", "pandas"], help=argparse.SUPPRESS)
@@ -175,12 +195,16 @@ def main() -> None:
     results = {}
     scale: list[tuple[int, dict]] = []
     for rows in args.rows:
-        folder = tempfile.mkdtemp(prefix=f"vidcap-bench-reduce-{rows}-", dir=args.tmp_dir)
+        folder, made = data_folder(args, rows)
         try:
             t = time.perf_counter()
-            in_child("make", folder, args, rows)
+            if not made:
+                in_child("make", folder, args, rows)
+                if args.data_dir:
+                    open(os.path.join(folder, COMPLETE), "w").close()
             input_mb = sum(os.path.getsize(p) for p in part_files(folder) + [os.path.join(folder, "DATA.csv")]) / 2**20
-            print(f"\n{rows:,} manifest rows: data made in {time.perf_counter() - t:.1f}s ({input_mb:,.0f} MB of CSV)")
+            how = "reused" if made else f"made in {time.perf_counter() - t:.1f}s"
+            print(f"\n{rows:,} manifest rows: data {how} ({input_mb:,.0f} MB of CSV)")
             baseline = args.baseline_max_rows is None or rows <= args.baseline_max_rows
             runs: dict[str, list[dict]] = {"pandas": [], "ours": []} if baseline else {"ours": []}
             for _ in range(args.repeat):
@@ -189,7 +213,12 @@ def main() -> None:
             ours = best(runs["ours"])
             pandas = best(runs["pandas"]) if baseline else None
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            if args.data_dir:
+                for name in os.listdir(folder):
+                    if name.startswith(("ours_", "pandas_")):
+                        os.unlink(os.path.join(folder, name))
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
         if pandas is None:
             r = ours
             phases = ", ".join(f"{k} {v:.2f}s" for k, v in r["phases"].items())

@@ -267,7 +267,7 @@ def test_remaining_gives_the_same_rows_on_all_three_paths(tmp_path, monkeypatch)
 def test_fused_merge_and_remaining_writes_the_two_steps_bytes_without_reading_merged_back(
     tmp_path, monkeypatch, budget
 ):
-    """Keys held, keys spilled to the spool, both steps bucketed: the same files as merge then remaining."""
+    """In memory, and bucketed at three budgets: the same files as merge then remaining."""
     manifest, parts = _random_inputs(tmp_path, random.Random(8))
     merge_parts(parts, str(tmp_path / "m2.csv"), memory_budget=budget)
     remaining_from_done(manifest, str(tmp_path / "m2.csv"), str(tmp_path / "r2.csv"), memory_budget=budget)
@@ -285,7 +285,8 @@ def test_fused_merge_and_remaining_writes_the_two_steps_bytes_without_reading_me
     assert (tmp_path / "m1.csv").read_bytes() == (tmp_path / "m2.csv").read_bytes()
     assert (tmp_path / "r1.csv").read_bytes() == (tmp_path / "r2.csv").read_bytes()
     assert str(tmp_path / "m1.csv") not in opened
-    assert spools == [budget < reduce_parts.DEFAULT_BUDGET]  # the keys spilled below the default budget
+    # B = 1: the merge hands its done keys to the spool (held); past the budget both steps share the buckets
+    assert spools == ([False] if budget == reduce_parts.DEFAULT_BUDGET else [])
     assert merged.written == len(read_rows(tmp_path / "m2.csv")) - 1
     assert rest.written == len(read_rows(tmp_path / "r2.csv")) - 1
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
@@ -323,9 +324,13 @@ def test_hash_collisions_never_change_the_answer(tmp_path, monkeypatch, budget):
     _spy(monkeypatch, "_group_exact", exact)
     merge_parts(parts, str(tmp_path / "weak.csv"), memory_budget=budget)
     remaining_from_done(manifest, str(tmp_path / "weak.csv"), str(tmp_path / "weak-rest.csv"), memory_budget=budget)
+    merge_and_remaining(parts, str(tmp_path / "fused.csv"), manifest, str(tmp_path / "fused-rest.csv"),
+                        memory_budget=budget)
     assert exact  # the exact fallback ran
     assert (tmp_path / "weak.csv").read_bytes() == (tmp_path / "good.csv").read_bytes()
     assert (tmp_path / "weak-rest.csv").read_bytes() == (tmp_path / "good-rest.csv").read_bytes()
+    assert (tmp_path / "fused.csv").read_bytes() == (tmp_path / "good.csv").read_bytes()
+    assert (tmp_path / "fused-rest.csv").read_bytes() == (tmp_path / "good-rest.csv").read_bytes()
 
 
 def test_key_set_is_exact_with_duplicates_and_collisions(monkeypatch):
@@ -386,3 +391,81 @@ def test_header_only_inputs_give_header_only_outputs(tmp_path, budget):
     empty_manifest = write_csv(tmp_path / "DATA0.csv", ["path"], [])
     remaining_from_done(empty_manifest, manifest, str(tmp_path / "rest0.csv"), memory_budget=budget)
     assert read_rows(tmp_path / "rest0.csv") == [["path"]]
+
+
+def test_out_of_place_winners_land_where_their_key_first_appeared(tmp_path, monkeypatch):
+    """Bucketed: a key whose winner comes later (another part, or later in its own part) is moved back
+    to its first row's place, between rows that stayed in place; rows that lose are dropped."""
+    a = write_csv(tmp_path / "a.csv", ["path", "text", "status"],
+                  [["k0", "a0", "ok"], ["k1", "a1", "error"], ["k2", "a2", "ok"], ["k3", "a3", "error"],
+                   ["k4", "a4", "ok"], ["k1", "a1 again", "error"]])
+    b = write_csv(tmp_path / "b.csv", ["path", "text", "status"],
+                  [["k5", "b5", "ok"], ["k3", "b3", "ok"], ["k1", "b1", "skipped"], ["k6", "b6", "error"],
+                   ["k0", "b0", "error"], ["k2", "b2", "ok"]])
+    moved = []
+    real = reduce_parts._range_of
+    monkeypatch.setattr(reduce_parts, "_range_of", lambda o, *a: moved.append(len(o)) or real(o, *a))
+    counts = merge_parts([a, b], str(tmp_path / "out.csv"), memory_budget=TINY)
+    assert read_rows(tmp_path / "out.csv") == [
+        ["path", "text", "status"], ["k0", "a0", "ok"], ["k1", "b1", "skipped"], ["k2", "b2", "ok"],
+        ["k3", "b3", "ok"], ["k4", "a4", "ok"], ["k5", "b5", "ok"], ["k6", "b6", "error"]]
+    assert sum(moved) == 3  # k1, k2, k3 were moved; k0, k4, k5, k6 stayed where they were read
+    assert (counts.rows, counts.written, counts.ok, counts.skipped, counts.error) == (12, 7, 5, 1, 1)
+
+
+@pytest.mark.parametrize("budget", [200, 2_000, TINY])
+def test_fused_bucketed_remaining_with_keys_done_in_any_part(tmp_path, budget):
+    """Fused, bucketed: a key done in any part (even after an error elsewhere) is not remaining; one whose
+    winner is an error or skipped is; manifest order and every manifest column are kept."""
+    manifest = write_csv(tmp_path / "DATA.csv", ["path", "fps"], [[f"k{i}", str(i)] for i in range(8)])
+    a = write_csv(tmp_path / "a.csv", ["path", "text", "status"],
+                  [["k3", "x", "error"], ["k1", "x", "ok"], ["k6", "x", "skipped"], ["k9", "x", "ok"]])
+    b = write_csv(tmp_path / "b.csv", ["path", "text"], [["k3", "y"], ["k5", "y"]])
+    merged, rest = merge_and_remaining([a, b], str(tmp_path / "m.csv"), manifest, str(tmp_path / "r.csv"),
+                                       memory_budget=budget)
+    assert read_rows(tmp_path / "r.csv") == [["path", "fps"], ["k0", "0"], ["k2", "2"], ["k4", "4"], ["k6", "6"],
+                                             ["k7", "7"]]
+    assert (rest.rows, rest.written, rest.ok, rest.pending) == (8, 5, 3, 5)
+    assert [r[0] for r in read_rows(tmp_path / "m.csv")[1:]] == ["k3", "k1", "k6", "k9", "k5"]
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
+
+
+def test_fused_bucketed_with_header_only_inputs(tmp_path):
+    part = write_csv(tmp_path / "p.csv", ["path", "text"], [])
+    manifest = write_csv(tmp_path / "DATA.csv", ["path"], [["v1"], ["v2"]])
+    merge_and_remaining([part], str(tmp_path / "m.csv"), manifest, str(tmp_path / "r.csv"), memory_budget=TINY)
+    assert read_rows(tmp_path / "m.csv") == [["path", "text"]]
+    assert read_rows(tmp_path / "r.csv") == [["path"], ["v1"], ["v2"]]
+
+
+def test_ordered_spill_gives_any_intervals_across_batch_boundaries(tmp_path):
+    """The spill is read back as consecutive ordinal intervals that start and end inside batches, span
+    several, or are empty."""
+    schema = pa.schema([("n", pa.int64())])
+    spill = reduce_parts._OrderedSpill(str(tmp_path / "s.arrow"), schema)
+    for lo, hi in ((0, 3), (3, 4), (4, 4), (4, 11), (11, 12)):
+        spill.write(pa.table({"n": list(range(lo, hi))}, schema=schema))
+    spill.close()
+    # an empty table writes no batch
+    assert [(s, b.num_rows) for s, b in spill.batches()] == [(0, 3), (3, 1), (4, 7), (11, 1)]
+    bounds = [0, 2, 2, 5, 10, 12]
+    got = [t["n"].to_pylist() for t in spill.intervals(bounds)]
+    assert got == [list(range(lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    spill.remove()
+    assert os.listdir(tmp_path) == []
+
+
+def test_merge_buckets_are_capped_in_size_once_past_the_budget(tmp_path, monkeypatch):
+    """Inputs that fit the budget stay in memory; past it, buckets hold at most BUCKET_BYTES each even
+    when the budget is larger, and the files out are the same."""
+    manifest, parts = _random_inputs(tmp_path, random.Random(11))
+    nbytes = sum(os.path.getsize(p) for p in parts)
+    assert reduce_parts._merge_buckets(parts, nbytes) == 1
+    monkeypatch.setattr(reduce_parts, "BUCKET_BYTES", -(-nbytes // 10))
+    assert reduce_parts._merge_buckets(parts, nbytes // 2) == 10
+    assert reduce_parts._merge_buckets(parts, -(-nbytes // 20)) == 20
+    merge_and_remaining(parts, str(tmp_path / "m1.csv"), manifest, str(tmp_path / "r1.csv"), memory_budget=nbytes // 2)
+    monkeypatch.setattr(reduce_parts, "BUCKET_BYTES", 1 << 30)
+    merge_and_remaining(parts, str(tmp_path / "m2.csv"), manifest, str(tmp_path / "r2.csv"), memory_budget=nbytes // 2)
+    assert (tmp_path / "m1.csv").read_bytes() == (tmp_path / "m2.csv").read_bytes()
+    assert (tmp_path / "r1.csv").read_bytes() == (tmp_path / "r2.csv").read_bytes()

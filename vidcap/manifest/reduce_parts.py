@@ -9,17 +9,23 @@ partition the keys, and both answers are global (a key's rows may sit in any par
 grow with rows, so:
   1. What must be held at once (merge: every part row; remaining: DONE's keys) is compared with
      `memory_budget`. If it fits, the work is one in-memory pass with no disk round-trip (B = 1).
-  2. Otherwise rows are streamed, tagged with their global ordinal, and appended to bucket
-     `hash(key) % B` (an Arrow IPC file), B chosen from the input size so a bucket fits the budget.
-     Equal keys share a bucket, so each bucket is resolved alone, in memory.
-  3. Merge: the survivors of each bucket go to B range files by the ordinal of their first appearance;
-     emitting the ranges in order, each sorted in memory, restores the global order without ever
-     holding all rows. Remaining: only keys are bucketed; the buckets mark the done manifest rows in a
-     mask (one byte per manifest row), and a second pass over the manifest writes the others.
+  2. Otherwise only what deciding needs (each row's key, status, global ordinal and hash) goes to
+     bucket `hash(key) % B` (an Arrow IPC file), B chosen from the input size so a bucket fits the
+     budget; the rows themselves are appended once, as read, to one ordered spill file. Equal keys
+     share a bucket, so each bucket is resolved alone, in memory.
+  3. Merge: most winners are their key's first row, already where the output wants them ("in
+     place"); only the others are copied out of the spill, into B range files by the ordinal of their
+     key's first row. The output is the spill read in order, range by range, with each range's moved
+     rows put in among its in-place winners by a linear scatter: the global order without ever
+     holding all rows. Remaining alone: only keys are bucketed; the buckets mark the done manifest
+     rows in a mask (one byte per manifest row), and a second pass over the manifest writes the
+     others. Fused with a bucketed merge, the manifest's keys go to buckets of their own (same hash,
+     same B), each merge bucket marks the manifest rows its done winners cover, and the manifest's
+     rows come back from an ordered spill instead of a second CSV parse.
 Keys are grouped and looked up through 64-bit hashes sorted with numpy and confirmed by string
 comparison (`keyhash`): Arrow's own hash tables were slower here and needed several times the key
-bytes. Everything columnar is pyarrow C++ or numpy, no Python loop per row; winners are gathered in
-slices, so no second copy of a bucket is made. Temporary files go next to the output (or in `tmp_dir`)
+bytes. Everything columnar is pyarrow C++ or numpy, no Python loop per row; rows are gathered in
+slices, so a gathered copy never exceeds one slice. Temporary files go next to the output (or in `tmp_dir`)
 and are always removed; the output is written under a temporary name and renamed into place.
 """
 
@@ -55,6 +61,7 @@ from vidcap.manifest.reduce_run import ReduceCounts
 from vidcap.manifest.resolve import status_rank
 
 DEFAULT_BUDGET = 256 << 20  # bytes of input data held at once (peak RSS is a small multiple)
+BUCKET_BYTES = 64 << 20  # once past the budget, input bytes per merge bucket (and per range), whatever the budget
 MAX_BUDGET = 1 << 30  # a held column is combined into one string array, whose offsets stop at 2 GiB
 ORD = "__vidcap_ord"  # a row's number across all inputs, in the order read
 FIRST = "__vidcap_first"  # ordinal of a key's first appearance: merge's output order
@@ -99,9 +106,11 @@ def merge_and_remaining(
     """`merge_parts(parts, merged)` then `remaining_from_done(manifest, merged, remaining)`, same files.
 
     Why fused: the remaining step needs only the merged file's done keys, and reading back a merged
-    file (captions and all: most of the bytes) to get them cost as much as the merge itself. Here the
-    merge hands each winning slice's done keys to a `_KeySpool` (held up to the budget, then one
-    Arrow file of keys in the scratch folder), which then feeds the same held/bucketed remaining.
+    file (captions and all: most of the bytes) to get them cost as much as the merge itself. In memory
+    (B = 1) the merge hands each winning slice's done keys to a `_KeySpool` (held up to the budget,
+    then one Arrow file of keys in the scratch folder), which feeds the held/bucketed remaining.
+    Bucketed, the manifest's keys share the merge's buckets and each bucket's done winners mark
+    the manifest rows they cover (`_ManifestSide`): no key is written or hashed twice.
     """
     manifest_format(merged)
     manifest_format(remaining)
@@ -116,6 +125,17 @@ def merge_and_remaining(
         # a typed key's text read back from CSV may differ from its cast (floats, times): do what the two steps do
         merge_counts = _merge(parts, schema, merged, key, memory_budget, tmp_dir)
         return merge_counts, remaining_from_done(manifest, merged, remaining, key, memory_budget, tmp_dir)
+    buckets = _merge_buckets(parts, memory_budget)
+    if buckets > 1:
+        merge_counts, rest = ReduceCounts(), ReduceCounts()
+        with _atomic(merged) as merged_tmp, TableWriter(merged_tmp, schema, like=merged) as merged_writer, \
+                _atomic(remaining) as rest_tmp, TableWriter(rest_tmp, manifest_schema, like=remaining) as rest_writer, \
+                _scratch(remaining, tmp_dir) as folder:
+            _merge_bucketed(parts, schema, key, buckets, memory_budget, folder, merged_writer, merge_counts,
+                            (manifest, manifest_schema, rest_writer, rest))
+        rest.ok = rest.rows - rest.written
+        rest.pending = rest.written
+        return merge_counts, rest
     with _scratch(remaining, tmp_dir) as folder:
         spool = _KeySpool(folder, key, "status" in schema.names, memory_budget)
         try:
@@ -136,7 +156,7 @@ def _merge(
     sink: Callable[[pa.Table, np.ndarray | None], None] | None = None,
 ) -> ReduceCounts:
     """merge_parts' work; `sink` (if any) sees every winning row once, a slice at a time."""
-    buckets = bucket_count(sum(_arrow_bytes(p) for p in parts), memory_budget)
+    buckets = _merge_buckets(parts, memory_budget)
     counts = ReduceCounts()
     with _atomic(output) as tmp, TableWriter(tmp, schema, like=output) as writer:
         if buckets == 1:
@@ -150,8 +170,18 @@ def _merge(
                 writer.write(piece)
         else:
             with _scratch(output, tmp_dir) as folder:
-                _merge_bucketed(parts, schema, key, buckets, memory_budget, folder, writer, counts, sink)
+                _merge_bucketed(parts, schema, key, buckets, memory_budget, folder, writer, counts)
     return counts
+
+
+def _merge_buckets(parts: Sequence[PathLike], budget: int) -> int:
+    """1 if the parts fit the budget (all in memory); else enough buckets of at most BUCKET_BYTES each.
+
+    Why not buckets as big as the budget: the per-bucket work (hash sorts, string gathers, the range
+    scatter) runs out of CPU cache as buckets grow. At 30M rows (4.4 GB of parts), 256 MB buckets took
+    113 s of CPU and 1.4 GB peak, 64 MB buckets 85 s and 0.85 GB (same files out)."""
+    nbytes = sum(_arrow_bytes(p) for p in parts)
+    return 1 if bucket_count(nbytes, budget) == 1 else bucket_count(nbytes, min(budget, BUCKET_BYTES))
 
 
 def remaining_from_done(
@@ -233,36 +263,176 @@ def _merge_bucketed(
     folder: str,
     writer: TableWriter,
     counts: ReduceCounts,
-    sink: Callable[[pa.Table, np.ndarray | None], None] | None = None,
+    manifest: tuple[PathLike, pa.Schema, TableWriter, ReduceCounts] | None = None,
 ) -> None:
-    spill = Partitions(folder, "bucket", buckets, schema.append(pa.field(ORD, pa.int64())).append(_HASH_FIELD))
+    """The merge past the budget; with `manifest` (path, schema, writer, counts), the remaining step too.
+
+    Only what deciding needs goes to the B buckets: each row's key, status, ordinal and hash. The rows
+    themselves are appended once, as read, to one ordered spill file. Each bucket then gives its keys'
+    winners: a winner that is its key's first row ("in place", most of them) is already where the
+    output wants it; the others are copied out of the spill into range files by the ordinal of their
+    key's first row. The output is the spill read in order, range by range, with each range's
+    in-place winners and moved-in rows put in order by a linear scatter. With a manifest, its keys go
+    to buckets of their own (same B), its rows to a second ordered spill; each bucket's done winners
+    mark the manifest rows they cover, and the spill, filtered, is the remaining file.
+    """
+    status = ["status"] if "status" in schema.names else []
+    key_schema = pa.schema([(key, pa.string())] + [schema.field(s) for s in status]
+                           + [(ORD, pa.int64()), _HASH_FIELD])
+    spill = _OrderedSpill(os.path.join(folder, "rows.arrow"), schema)
+    keys = Partitions(folder, "keys", buckets, key_schema)
     try:
         for path in parts:
             for table in _chunks(path, schema, key, budget // SPILL_SHARE, counts):
-                hashes = keyhash.key_hash(table[key])
-                table = table.append_column(ORD, _ordinals(counts.rows - table.num_rows, table.num_rows))
-                spill.append(table.append_column(HASH, pa.array(hashes)), bucket_of_hash(hashes, buckets))
+                text = key_text(table[key])
+                hashes = keyhash.key_hash(text)
+                small = [text] + [table[s] for s in status]
+                small += [_ordinals(counts.rows - table.num_rows, table.num_rows), pa.array(hashes)]
+                keys.append(pa.Table.from_arrays(small, schema=key_schema), bucket_of_hash(hashes, buckets))
+                spill.write(table)
+                del table, text, small
     finally:
+        keys.close()
         spill.close()
+    rest = _ManifestSide(folder, buckets, key, budget, *manifest) if manifest is not None else None
+    total = counts.rows
+    in_place = np.zeros(total, dtype=np.bool_)
+    moved_from, moved_to = [], []  # ordinals of the out-of-place winners, and of their keys' first rows
+    for b in range(buckets):
+        table = keys.read(b)
+        winners, first = _resolve(table, key)
+        winner_ords = table[ORD].to_numpy()[winners]
+        here = winner_ords == first
+        in_place[winner_ords[here]] = True
+        moved_from.append(winner_ords[~here])
+        moved_to.append(first[~here])
+        chosen = table.select([key] + status).take(pa.array(winners))
+        _tally(counts, chosen)
+        if rest is not None:
+            rest.mark(b, chosen, table[HASH].to_numpy()[winners])
+        del table, chosen
+        keys.remove(b)
+    order = np.argsort(np.concatenate(moved_from))
+    moved_from, moved_to = np.concatenate(moved_from)[order], np.concatenate(moved_to)[order]
+    del order
     ranges = Partitions(folder, "range", buckets, schema.append(pa.field(FIRST, pa.int64())))
     try:
-        for b in range(buckets):
-            table = spill.read(b)
-            winners, first = _resolve(table, key)
-            hashes = table[HASH].to_numpy()
-            table = table.drop_columns([ORD, HASH])  # not gathered: only the output's columns are
-            for lo, piece in zip(range(0, len(winners), SLICE_ROWS), _gather(table, winners)):
-                _tally(counts, piece)
-                if sink is not None:
-                    sink(piece, hashes[winners[lo : lo + piece.num_rows]])
-                ordinals = first[lo : lo + piece.num_rows]
-                piece = piece.append_column(FIRST, pa.array(ordinals))
-                ranges.append(piece, _range_of(ordinals, counts.rows, buckets))  # in order: no copy
-            del table, hashes
-            spill.remove(b)
+        for start, batch in spill.batches():  # the moved winners, out to their ranges
+            lo, hi = np.searchsorted(moved_from, [start, start + batch.num_rows])
+            if hi > lo:
+                rows = pa.Table.from_batches([batch.take(pa.array(moved_from[lo:hi] - start))])
+                ranges.append(rows.append_column(FIRST, pa.array(moved_to[lo:hi])),
+                              _range_of(moved_to[lo:hi], total, buckets))
     finally:
         ranges.close()
-    _write_ranges(ranges, FIRST, writer)
+    del moved_from, moved_to
+    bounds = [-(-r * total // buckets) for r in range(buckets + 1)]  # range r: ordinals o with o * B // total == r
+    for r, rows in enumerate(spill.intervals(bounds)):
+        lo, hi = bounds[r], bounds[r + 1]
+        moved = ranges.read(r)
+        here = np.flatnonzero(in_place[lo:hi])
+        whole = pa.concat_tables([rows, moved.drop_columns([FIRST])]).combine_chunks()
+        positions = np.concatenate([here, hi - lo + np.arange(moved.num_rows)])
+        targets = np.concatenate([here, moved[FIRST].to_numpy() - lo])
+        del rows, moved
+        for piece in _gather(whole, positions[_order_of_distinct(targets, hi - lo)]):
+            writer.write(piece)
+        del whole
+        ranges.remove(r)
+    spill.remove()
+    if rest is not None:
+        rest.write()
+
+
+class _OrderedSpill:
+    """Rows appended in read order to one Arrow file, read back in order: whole batches with their first
+    ordinal, or as tables of consecutive ordinal intervals. Read, not mapped: mapped pages once touched
+    stay in RSS."""
+
+    def __init__(self, path: str, schema: pa.Schema) -> None:
+        self.path, self.schema = path, schema
+        self._writer = pa.ipc.new_file(path, schema)
+
+    def write(self, table: pa.Table) -> None:
+        self._writer.write_table(table)
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def batches(self) -> Iterator[tuple[int, pa.RecordBatch]]:
+        with pa.OSFile(self.path) as source:
+            reader = pa.ipc.open_file(source)
+            start = 0
+            for i in range(reader.num_record_batches):
+                batch = reader.get_batch(i)
+                yield start, batch
+                start += batch.num_rows
+
+    def intervals(self, bounds: Sequence[int]) -> Iterator[pa.Table]:
+        """Rows [bounds[i], bounds[i+1]) for each i, in turn (bounds never decrease)."""
+        held: list[pa.RecordBatch] = []
+        held_from, held_to = 0, 0  # ordinals of held rows: [held_from, held_to)
+        batches = self.batches()
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            while held_to < hi:
+                start, batch = next(batches)
+                if not held:
+                    held_from = start
+                held.append(batch)
+                held_to = start + batch.num_rows
+            table = pa.Table.from_batches(held, schema=self.schema)
+            yield table.slice(lo - held_from, hi - lo)
+            held = table.slice(hi - held_from).to_batches()
+            held_from = hi
+            del table
+
+    def remove(self) -> None:
+        os.unlink(self.path)
+        pa.default_memory_pool().release_unused()
+
+
+class _ManifestSide:
+    """The remaining step inside a bucketed merge: the manifest's keys in buckets like the parts' (same
+    hash, same B), its rows in an ordered spill (read twice: cheaper than parsing the CSV twice), and
+    one byte per manifest row saying whether it is still to do."""
+
+    def __init__(self, folder: str, buckets: int, key: str, budget: int, path: PathLike, schema: pa.Schema,
+                 writer: TableWriter, counts: ReduceCounts) -> None:
+        self.key, self.writer, self.counts = key, writer, counts
+        key_schema = pa.schema([(key, pa.string()), (ORD, pa.int64()), _HASH_FIELD])
+        self.keys = Partitions(folder, "manifest", buckets, key_schema)
+        self.spill = _OrderedSpill(os.path.join(folder, "manifest.arrow"), schema)
+        try:
+            for table in _chunks(path, schema, key, budget // SPILL_SHARE, counts):
+                text = key_text(table[key])
+                hashes = keyhash.key_hash(text)
+                ordinals = _ordinals(counts.rows - table.num_rows, table.num_rows)
+                self.keys.append(pa.Table.from_arrays([text, ordinals, pa.array(hashes)], schema=key_schema),
+                                 bucket_of_hash(hashes, buckets))
+                self.spill.write(table)
+                del table, text
+        finally:
+            self.keys.close()
+            self.spill.close()
+        self.keep = np.ones(counts.rows, dtype=np.bool_)
+
+    def mark(self, b: int, winners: pa.Table, hashes: np.ndarray) -> None:
+        """Bucket b's merge winners (key, status): the manifest rows of the done ones are not to do."""
+        if "status" in winners.column_names:
+            ok = pc.fill_null(pc.equal(winners["status"], "ok"), False)
+            winners = winners.filter(ok)
+            hashes = hashes[ok.to_numpy(zero_copy_only=False)]
+        table = self.keys.read(b)
+        found = KeySet(key_text(winners[self.key]), hashes).contains(key_text(table[self.key]), table[HASH].to_numpy())
+        self.keep[table[ORD].to_numpy()[found]] = False
+        self.keys.remove(b)
+
+    def write(self) -> None:
+        for start, batch in self.spill.batches():
+            kept = batch.filter(pa.array(self.keep[start : start + batch.num_rows]))
+            self.writer.write(kept)
+            self.counts.written += kept.num_rows
+        self.spill.remove()
 
 
 def _remaining_bucketed(
