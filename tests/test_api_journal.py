@@ -7,12 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vidcap.engines.api_journal import AttemptJournal, read_journal
+from vidcap.attempts import AttemptJournal, read_journal
 
 KILLED_MID_REQUEST = """
 import os, signal, sys
 from pathlib import Path
-from vidcap.engines.api_journal import AttemptJournal
+from vidcap.attempts import AttemptJournal
 journal = AttemptJournal(Path(sys.argv[1]))
 journal.ended(journal.sent("clip_000.mp4", 1), 170, 12)
 journal.sent("clip_001.mp4", 1)  # in flight when the kill comes

@@ -21,6 +21,7 @@ from openai_server import FakeOpenAIServer, RequestInfo
 from slurm_fixtures import slurm_cluster, slurm_job_env  # noqa: F401  (fixtures)
 from worker_helpers import make_clips
 
+from vidcap.attempts import read_journal
 from vidcap.cli import main
 from vidcap.tasks.spec import load_spec as load_job
 from vidcap.results import read_results
@@ -110,6 +111,9 @@ def test_caption_locally_survives_faults_counts_cost_and_resume_retries_the_refu
         assert set(server.faults_sent) == set(FAULT_BY_SEED.values()) | {"refusal"}
         assert 2 <= server.max_in_flight <= 8, server.max_in_flight  # several at once, never past --concurrency
         assert server.unauthorized == 0
+        journals = [read_journal(run.attempts_path(i)) for i in range(run.num_shards)]  # the worker's journals
+        assert sum(len(ended) for ended, _ in journals) == server.chat_requests
+        assert [unknown for _, unknown in journals] == [[]] * run.num_shards
 
         code, status, _ = vidcap(capsys, "status", run.root)
         assert code == 0 and "every attempt counted" in status, status

@@ -35,7 +35,7 @@ from test_slurm_runs import (Cli, _all_jobs, all_done, cleanup, cli, note, task_
                              worker_pid)
 from worker_helpers import make_clips
 
-from vidcap.engines.api_journal import read_journal
+from vidcap.attempts import read_journal
 from vidcap.fixtures.tiny_models import make_tiny_model
 from vidcap.results import read_results
 from vidcap.run import RunDir

@@ -51,6 +51,7 @@ def test_broken_items_mid_batch_keep_every_caption_on_its_row(tmp_path):
     assert engine.batches == [3, 2, 1]  # batches of 4 rows (0-3, 4-7, 8) minus the unreadable ones
     stats = run.read_stats(0)
     assert (stats["rows_ok"], stats["rows_error"], stats["finished"]) == (6, 3, True)
+    assert not run.attempts_dir.exists()  # an engine that bills nothing leaves no attempts journal
 
 
 def test_rerun_skips_ok_rows_and_retries_errors_up_to_max_attempts(tmp_path):

@@ -65,7 +65,7 @@ class RunDir:
 
     @property
     def attempts_dir(self) -> Path:
-        """API engines' attempts journals (vidcap.engines.api_journal), one per shard."""
+        """API engines' attempts journals (vidcap.attempts), one per shard."""
         return self.root / "attempts"
 
     def attempts_path(self, index: int) -> Path:

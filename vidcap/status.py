@@ -370,8 +370,8 @@ def format_status(run: RunDir, report: list[ShardState], show_all: bool = False)
 
 def unanswered_requests(run: RunDir) -> int:
     """Requests an API engine wrote down as sent and never as ended: a task killed while they were in flight.
-    The provider may have billed them; no result row holds their cost (vidcap.engines.api_journal)."""
-    from vidcap.engines.api_journal import read_journal
+    The provider may have billed them; no result row holds their cost (vidcap.attempts)."""
+    from vidcap.attempts import read_journal
 
     try:
         paths = sorted(run.attempts_dir.glob("*.jsonl"))

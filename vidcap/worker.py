@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
 
+from vidcap.attempts import AttemptJournal
 from vidcap.engines.base import Engine, Result, Sample
 from vidcap.engines.batching import run_batch
 from vidcap.manifest.resolve import best_per_key
@@ -150,12 +151,13 @@ def run_shard(
         with (stop_on_signals(stop) if own_stop else nullcontext()), \
                 source_class(task.source)(spec.source, task, todo, keys, config["manifest"]["path"]) as source, \
                 _engine_for(spec, engine) as engine:  # reading starts before the model loads
-            engine.journal_attempts(run.attempts_path(index))  # an API's requests, written before they leave
-            try:
-                stopped = _drain(source, engine, task, writer, stats, stop, spec.batch_size, index, progress,
-                                 failures_so_far(run, index))
-            finally:
-                engine.journal_attempts(None)
+            with AttemptJournal(run.attempts_path(index)) as journal:  # an API's requests, before they leave
+                engine.log_attempts(journal)
+                try:
+                    stopped = _drain(source, engine, task, writer, stats, stop, spec.batch_size, index, progress,
+                                     failures_so_far(run, index))
+                finally:
+                    engine.log_attempts(None)
             if not stopped:
                 writer.compact()
             figures = {"engine": engine.figures(), "source": source.figures()}

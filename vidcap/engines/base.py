@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Sequence
 
 if TYPE_CHECKING:  # numpy and pyarrow only type things here: `vidcap --help` and `status` need not load them
     import numpy as np
@@ -76,6 +75,15 @@ class Result:
 
 #: the name the contract had when every engine was a captioner
 Caption = Result
+
+
+class AttemptLog(Protocol):
+    """Where an engine that pays per request writes each request down before it leaves, and its end after
+    (vidcap.attempts.AttemptJournal is the worker's, one per shard)."""
+
+    def sent(self, key: str, attempt: int) -> str: ...
+
+    def ended(self, ident: str, prompt_tokens: int = 0, completion_tokens: int = 0) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -137,9 +145,9 @@ class Engine(abc.ABC):
     def run(self, samples: Sequence[Sample]) -> list[Result]:
         """Answer a batch. Must return `len(samples)` results, in order."""
 
-    def journal_attempts(self, path: "Path | None") -> None:
-        """Write each billed request down before it is sent, into `path` (None: stop). Only an engine that
-        pays per request (an API) keeps such a journal; the others ignore it."""
+    def log_attempts(self, log: "AttemptLog | None") -> None:
+        """Write each billed request down in `log` before it is sent (None: stop). Only an engine that pays per
+        request (an API) does; the others ignore it. The caller owns the log (opens and closes it)."""
 
     def figures(self) -> dict[str, Any]:
         """Engine-specific figures for the shard stats (peak GPU memory, requests, cost, ...)."""

@@ -26,7 +26,6 @@ import logging
 import random
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
@@ -47,12 +46,11 @@ from openai import (
 from openai.types.chat import ChatCompletion
 
 from vidcap.engines.api_images import DETAILS, chat_messages
-from vidcap.engines.api_journal import AttemptJournal
 from vidcap.engines.api_key import redact, resolve_api_key
 from vidcap.engines.api_pricing import price_for
 from vidcap.engines.api_ratelimit import RequestGate
 from vidcap.engines.api_retry import RetryPolicy, parse_retry_after
-from vidcap.engines.base import FRAMES, TEXT, Engine, Result, Sample
+from vidcap.engines.base import FRAMES, TEXT, AttemptLog, Engine, Result, Sample
 from vidcap.errors import UserError
 from vidcap.settings import operational
 
@@ -146,7 +144,7 @@ class OpenAIEngine(Engine):
         super().__init__(settings)
         self._retry = retry or RetryPolicy(max_attempts=self.settings.max_request_attempts)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._journal: AttemptJournal | None = None
+        self._journal: AttemptLog | None = None
         if api_key is not None:
             self.connect(api_key)
 
@@ -216,13 +214,11 @@ class OpenAIEngine(Engine):
                 "concurrency": self.concurrency, "requests_per_minute": self.requests_per_minute, **totals,
                 "cost_usd": cost, "price": self._price.to_dict() if self._price else None}
 
-    def journal_attempts(self, path: "Path | None") -> None:
-        if self._journal is not None:
-            self._journal.close()
-        self._journal = AttemptJournal(path) if path is not None else None
+    def log_attempts(self, log: AttemptLog | None) -> None:
+        self._journal = log
 
     def close(self) -> None:
-        self.journal_attempts(None)
+        self._journal = None
         if self._loop is None or self._loop.is_closed():
             return
         try:

@@ -1,4 +1,5 @@
-"""The attempts journal of an API engine: one line when a request is about to leave, one when it ended.
+"""A shard's attempts journal (`RUN/attempts/shard-N.jsonl`): one line when a billed request is about to leave,
+one when it ended.
 
 A result row records the tokens and cost of the answer it came from, but only once its batch is written: a
 task killed (kill -9, a node lost) while a batch was in flight loses the rows of answers the provider has
@@ -6,6 +7,9 @@ already billed. So every request is written down BEFORE it is sent (`sent`), and
 with the tokens billed, zero for an error without usage). A line is one O_APPEND write of a whole line, which
 a kill -9 of the writer does not undo (the kernel holds it), so after any kill the journal says how many
 requests were sent whose answer no one read: possibly billed, and shown as such by `vidcap status`.
+
+The worker opens the journal and hands it to the engine as an `AttemptLog` (vidcap.engines.base): the engine
+knows nothing of the file. The file is made on the first line, so an engine that bills nothing leaves none.
 """
 
 from __future__ import annotations
@@ -14,15 +18,15 @@ import itertools
 import json
 import os
 from pathlib import Path
+from types import TracebackType
 
 
 class AttemptJournal:
     """Append-only journal of one shard's requests, shared by every task that ever ran the shard."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd = -1  # opened at the first line
         self._tag = f"{os.getpid()}.{os.urandom(4).hex()}"  # ids unique across tasks and reruns
         self._ids = itertools.count()
 
@@ -42,7 +46,17 @@ class AttemptJournal:
             os.close(self._fd)
             self._fd = -1
 
+    def __enter__(self) -> "AttemptJournal":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
     def _write(self, record: dict[str, object]) -> None:
+        if self._fd < 0:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.write(self._fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
 
 
