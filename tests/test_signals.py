@@ -3,6 +3,7 @@ stops only a process that runs in a Slurm job."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -90,3 +91,39 @@ def test_a_submitit_without_its_private_signal_method_is_one_clear_error(monkeyp
     monkeypatch.delattr(JobEnvironment, "_usr_sig")
     with pytest.raises(UserError, match=r"no JobEnvironment._usr_sig.*submitit>=1.5,<1.6"):
         ShardTask("vidcap.worker:run_shard")("/nonexistent", 0)
+
+
+
+FLOODED = r"""
+import json, os, signal, sys, threading, time
+from vidcap.signals import on_signals
+got = []
+signal.signal(signal.SIGWINCH, lambda s, f: None)  # a handled signal: it interrupts the helper's wait
+with on_signals({signal.SIGTERM, signal.SIGUSR2}, lambda s, sender: got.append([s, sender])):
+    helper = next(t for t in threading.enumerate() if t.name == "vidcap-signals")
+    end = time.monotonic() + float(sys.argv[1])
+    while time.monotonic() < end:
+        signal.pthread_kill(helper.ident, signal.SIGWINCH)
+    phantoms = list(got)
+    os.kill(os.getpid(), signal.SIGTERM)
+    end = time.monotonic() + 10
+    while len(got) == len(phantoms) and time.monotonic() < end:
+        time.sleep(0.01)
+print(json.dumps({"phantoms": phantoms, "real": got[len(phantoms):], "pid": os.getpid()}), flush=True)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_other_signals_interrupting_the_wait_make_no_phantom_stop() -> None:
+    """Any handled signal (SIGWINCH here, SIGCHLD elsewhere) interrupts the helper thread's wait. CPython's
+    sigtimedwait, interrupted just after its timeout ran out, returns an uninitialised siginfo: a signal nobody
+    sent, with a random number (seen as "0 is not a valid Signals" in a rank, and as a stray SIGUSR2 that
+    stopped a test's shard run outside Slurm). Only real signals may reach the receiver."""
+    environ = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    done = subprocess.run([sys.executable, "-c", FLOODED, "3"], capture_output=True, text=True, env=environ,
+                          timeout=50)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert result["phantoms"] == [], f"signals nobody sent reached the receiver: {result['phantoms'][:5]}"
+    assert [s for s, _ in result["real"]] == [signal.SIGTERM], result["real"]
+    assert f"pid {result['pid']} (" in result["real"][0][1]  # the real one names its sender: the process itself

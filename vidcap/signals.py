@@ -8,9 +8,15 @@ does not help them, as a process started by spawn (exec) gets the default action
 
 A blocked signal stays blocked through fork and exec, though. So while `on_signals` is active, the signals
 are blocked in the calling (main) thread, and so in every thread and process started from it, and a helper
-thread takes them with `sigtimedwait`. That also gives the sender (si_pid): every stop says who asked for it
+thread takes them with `sigwaitinfo`. That also gives the sender (si_pid): every stop says who asked for it
 and with what command line, because a stop nobody expected (a USR2 to a process outside any Slurm job) is
-otherwise a mystery. A thread that existed before and does not block the signal may still be the one the
+otherwise a mystery.
+
+Why sigwaitinfo and not sigtimedwait: CPython's sigtimedwait (3.11 at least), interrupted by another signal
+(SIGCHLD with a handler, say) once its timeout has run out, leaves its retry loop and returns the siginfo
+it never filled: stack garbage, a signal nobody sent with a random number and sender. That was the "stray
+USR2" that stopped shard runs outside Slurm (and "0 is not a valid Signals" in a rank). sigwaitinfo retries
+on EINTR until a signal of the set really comes; leaving wakes the helper with one sent to it alone. A thread that existed before and does not block the signal may still be the one the
 kernel picks: a handler then forwards the signal to the helper thread (the sender is then unknown).
 """
 
@@ -69,11 +75,13 @@ def on_signals(signums: Iterable[int], receive: Receiver, after: dict[int, Any] 
     leaving = threading.Event()
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, signums)
 
-    def wait() -> None:  # the signals are blocked here too (inherited): sigtimedwait is how they arrive
-        while not leaving.is_set():
-            info = signal.sigtimedwait(signums, 0.25)
-            if info is None or leaving.is_set():
-                continue
+    def wait() -> None:  # the signals are blocked here too (inherited): sigwaitinfo is how they arrive
+        while True:
+            info = signal.sigwaitinfo(signums)
+            if leaving.is_set():
+                return  # woken to leave (or a signal too late to act on)
+            if info.si_signo not in signums:
+                continue  # never from sigwaitinfo; a guard, as a phantom stop costs a whole batch
             try:
                 receive(info.si_signo, describe_sender(info))
             except Exception as exc:  # noqa: BLE001 - a failing receiver must not end the waiting
@@ -95,6 +103,10 @@ def on_signals(signums: Iterable[int], receive: Receiver, after: dict[int, Any] 
         yield
     finally:
         leaving.set()
+        try:
+            signal.pthread_kill(ident, next(iter(signums)))  # wakes the helper: pending for it alone, dies with it
+        except ProcessLookupError:
+            pass
         for s, old in previous.items():
             final = (after or {}).get(s, signal.SIG_DFL if old is None else old)
             signal.signal(s, final)
