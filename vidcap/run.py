@@ -9,7 +9,7 @@
     RUN/stats/shard-00000.json  figures of the shard's last attempt (rows, seconds, tokens, ...)
     RUN/logs/                   scheduler logs (submitit stdout/stderr per task)
     RUN/jobs.jsonl              one line per submitted job: job id, shards, time
-    RUN/status-cache.json       what `vidcap status` read from the completion markers (a cache: safe to delete)
+    RUN/status-cache.bin        what `vidcap status` read from the completion markers (a cache: safe to delete)
     RUN/previous/DATE/          what `split --force` moved aside
 
 Writes of small files go through `vidcap.durable.atomic_write_text` so a kill never leaves a half-written
@@ -85,7 +85,7 @@ class RunDir:
 
     @property
     def status_cache_path(self) -> Path:
-        return self.root / "status-cache.json"
+        return self.root / "status-cache.bin"
 
     def shard_path(self, index: int) -> Path:
         return self.shards_dir / (SHARD_NAME.format(index) + ".parquet")
