@@ -279,41 +279,43 @@ class _DoneCache:
         self.changed = True
         where = {index: k for k, index in enumerate(cached.index)} if cached else {}
         live = DoneColumns()
-        read = self._read
         try:
-            with os.scandir(run.done_dir) as found:
-                for entry in found:
-                    name = entry.name
-                    if not (name.startswith("shard-") and name[6:].isdigit()):
-                        continue
-                    index = int(name[6:])
-                    k = where.get(index)
-                    if k is not None and cached.inode[k] == entry.inode() \
-                            and cached.mtime[k] == entry.stat().st_mtime_ns:
-                        live.copy_row(cached, k)
-                        continue
-                    marker = read(index, entry.path)  # its inode and mtime from the file read (fstat)
-                    if marker is not None:
-                        live.append(index, *marker)
+            folder = os.open(run.done_dir, os.O_RDONLY | os.O_DIRECTORY)
         except FileNotFoundError:
-            pass
+            self.columns = live
+            return
+        try:  # names only, and each file opened relative to the folder: per marker, one open, fstat, read
+            for name in os.listdir(folder):
+                if not (name.startswith("shard-") and name[6:].isdigit()):
+                    continue
+                index = int(name[6:])
+                k = where.get(index)
+                if k is not None:
+                    try:
+                        info = os.stat(name, dir_fd=folder)
+                    except FileNotFoundError:  # removed since the listing: the shard reopened
+                        continue
+                    if cached.inode[k] == info.st_ino and cached.mtime[k] == info.st_mtime_ns:  # type: ignore[union-attr]
+                        live.copy_row(cached, k)  # type: ignore[arg-type]
+                        continue
+                found = _read_marker(name, folder)
+                if found is not None:
+                    live.append(index, found[0], found[1], self._summary(index, found[2]))
+        finally:
+            os.close(folder)
         self.columns = live
 
-    def _read(self, index: int, path: str) -> tuple[int, int, tuple] | None:
-        found = _read_marker(path)
-        if found is None:  # removed since the listing: the shard reopened
-            return None
-        inode, mtime, summary = found
+    def _summary(self, index: int, summary: dict[str, Any]) -> tuple:
         if "ok" not in summary:  # a marker written before markers held counts (or torn: then counted anew)
             summary = {**summary, **_counts(self.run, index)}
             stats = self.run.read_stats(index) or {}
             summary.setdefault("started_at", stats.get("started_at"))
             summary.setdefault("processed", (stats.get("rows_ok") or 0) + (stats.get("rows_error") or 0))
-        started, finished = summary.get("started_at"), summary.get("finished_at")
-        return inode, mtime, (int(summary.get("ok", 0)), int(summary.get("error", 0)),
-                              float(started) if started else None, float(finished) if finished else None,
-                              int(summary.get("processed") or 0), summary.get("spent") or _EMPTY,
-                              summary.get("flags") or _EMPTY)
+        get = summary.get
+        started, finished = get("started_at"), get("finished_at")
+        return (int(get("ok", 0)), int(get("error", 0)), float(started) if started else None,
+                float(finished) if finished else None, int(get("processed") or 0), get("spent") or _EMPTY,
+                get("flags") or _EMPTY)
 
     def save(self) -> None:
         """Best effort: a run folder this user may only read still gets its status (just not faster)."""
@@ -379,12 +381,12 @@ def _load_cache(path: Path) -> tuple[DoneColumns | None, tuple[int, int]]:
         return None, (0, 0)
 
 
-def _read_marker(path: str) -> tuple[int, int, dict[str, Any]] | None:
-    """A completion marker: the inode and mtime of the file read, and its summary ({} when torn); None when
-    gone. Plain os calls: the cold `status` of a big run reads tens of thousands of these small files, and
-    pathlib's overhead was half of it; fstat on the open file rather than a stat of its path."""
+def _read_marker(name: str, folder: int) -> tuple[int, int, dict[str, Any]] | None:
+    """A completion marker in the open folder `folder`: the inode and mtime of the file read, and its summary
+    ({} when torn); None when gone. Plain os calls: the cold `status` of a big run reads tens of thousands of
+    these small files, and pathlib's overhead was half of it; fstat on the open file, not a stat of a path."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(name, os.O_RDONLY, dir_fd=folder)
     except FileNotFoundError:
         return None
     try:
