@@ -144,3 +144,17 @@ def test_listings_count_only_the_run_s_own_files(tmp_path):
         (run.results_dir / name).write_text("")
     assert run.result_shards() == {1, 2}
     assert _indices(run.results_dir, ".json") == {6} and _indices(run.results_dir, "") == {8}
+
+
+def test_status_of_a_finished_run_imports_neither_pyarrow_nor_numpy(tmp_path, capsys):
+    """Finished shards are counted from their markers and the task is described without building its
+    schema: a fresh `vidcap status` process loads no pyarrow (a tenth of a cold status at 100,000 shards)."""
+    import subprocess
+    import sys
+
+    run = noop_run(tmp_path, 4, 2)
+    assert main(["resume", str(run.root)]) == 0
+    code = ("import sys; from vidcap.cli import main; code = main(['status', sys.argv[1]]); "
+            "print(sorted(m for m in ('pyarrow', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(run.root)], capture_output=True, text=True, check=True)
+    assert "done 2" in out.stdout and out.stdout.rstrip().endswith("[]"), out.stdout + out.stderr
