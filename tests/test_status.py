@@ -158,3 +158,27 @@ def test_status_of_a_finished_run_imports_neither_pyarrow_nor_numpy(tmp_path, ca
             "print(sorted(m for m in ('pyarrow', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code, str(run.root)], capture_output=True, text=True, check=True)
     assert "done 2" in out.stdout and out.stdout.rstrip().endswith("[]"), out.stdout + out.stderr
+
+
+def test_markers_read_by_threads_come_back_as_read_one_by_one(tmp_path, monkeypatch):
+    """Markers out of the page cache are read by a pool of threads: same summaries, same order, a marker
+    removed in between reads as gone, and a torn one as {}."""
+    import os
+
+    import vidcap.status as status
+
+    run = RunDir.at(tmp_path)
+    for index in range(40):
+        run.mark_done(index, {"rows": 1, "ok": index % 2, "error": 1 - index % 2, "finished_at": 10.0 + index})
+    run.done_path(7).write_text('{"ok": 1, "err')  # torn
+    markers = [(index, f"shard-{index:05d}") for index in range(41)]  # 40: gone
+    monkeypatch.setattr(status, "READ_CHUNK", 3)
+    folder = os.open(run.done_dir, os.O_RDONLY)
+    try:
+        alone = status._read_markers(markers, folder, threads=False)
+        pooled = status._read_markers(markers, folder, threads=True)
+    finally:
+        os.close(folder)
+    assert pooled == alone and [i for i, _ in alone] == list(range(41))
+    assert alone[40][1] is None and alone[7][1][2] == {} and alone[8][1][2]["ok"] == 0
+    assert alone[3][1][2] == {"rows": 1, "ok": 1, "error": 0, "finished_at": 13.0}
