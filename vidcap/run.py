@@ -9,7 +9,7 @@
     RUN/stats/shard-00000.json  figures of the shard's last attempt (rows, seconds, tokens, ...)
     RUN/logs/                   scheduler logs (submitit stdout/stderr per task)
     RUN/jobs.jsonl              one line per submitted job: job id, shards, time
-    RUN/status-cache.json       what `vidcap status` read from the completion markers (a cache: safe to delete)
+    RUN/status-cache.bin        what `vidcap status` read from the completion markers (a cache: safe to delete)
     RUN/previous/DATE/          what `split --force` moved aside
 
 Writes of small files go through `vidcap.durable.atomic_write_text` so a kill never leaves a half-written
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +86,7 @@ class RunDir:
 
     @property
     def status_cache_path(self) -> Path:
-        return self.root / "status-cache.json"
+        return self.root / "status-cache.bin"
 
     def shard_path(self, index: int) -> Path:
         return self.shards_dir / (SHARD_NAME.format(index) + ".parquet")
@@ -179,17 +180,10 @@ class RunDir:
         """Indices of the shards with result files at all (log segments or compactions): one listing, and no
         pyarrow, so `vidcap status` can skip the result store for shards that have none."""
         try:
-            names = os.listdir(self.results_dir)  # names only: a DirEntry per file costs more at 100,000 files
+            names = _joined(os.listdir(self.results_dir))  # names only, matched all at once (100,000 files)
         except FileNotFoundError:
             return set()
-        found = set()
-        for name in names:
-            if name.startswith("shard-") and (".upto-" in name or ".log-" in name) \
-                    and (name.endswith(".arrows") or name.endswith(".parquet")):
-                number = name[6:name.index(".")]
-                if number.isdigit():
-                    found.add(int(number))
-        return found
+        return set(map(int, _RESULT_FILE.findall(names)))
 
     def read_stats(self, index: int) -> dict[str, Any] | None:
         try:
@@ -200,11 +194,18 @@ class RunDir:
 
 def _indices(folder: Path, suffix: str) -> set[int]:
     """Shard indices of the files `shard-NNNNN<suffix>` in `folder` (temporary files are not counted)."""
-    prefix = SHARD_NAME.split("{")[0]
     try:
-        names = os.listdir(folder)  # names only: a DirEntry per file costs more at 100,000 files
+        names = _joined(os.listdir(folder))  # names only, matched all at once: 100,000 files in a moment
     except FileNotFoundError:
         return set()
-    start, end = len(prefix), -len(suffix) or None
-    return {int(name[start:end]) for name in names
-            if name.startswith(prefix) and name.endswith(suffix) and name[start:end].isdigit()}
+    prefix = re.escape(SHARD_NAME.split("{")[0])
+    return set(map(int, re.findall(rf"\0{prefix}([0-9]+){re.escape(suffix)}(?=\0)", names)))
+
+
+def _joined(names: list[str]) -> str:
+    """Names between NULs (the one character no file name holds), for one regex pass over a whole folder."""
+    return "\0" + "\0".join(names) + "\0"
+
+
+#: a result file's name (a log segment or a compaction; vidcap.results._Files), its shard index captured
+_RESULT_FILE = re.compile(r"\0shard-([0-9]+)\.(?:[^\0]*\.)?(?:upto|log)-[^\0]*\.(?:arrows|parquet)(?=\0)")

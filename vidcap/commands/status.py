@@ -44,10 +44,10 @@ def reopen_retryable(run: RunDir, max_attempts: int) -> list[int]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from vidcap.status import format_status, shard_states
+    from vidcap.status import format_status, run_status
 
     run = RunDir.at(args.run)
-    print(format_status(run, shard_states(run), show_all=args.all))
+    print(format_status(run, run_status(run), show_all=args.all))
     return 0
 
 

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from vidcap.engines.base import FRAMES, TEXT, Result, Sample
 from vidcap.errors import UserError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["AnswerError", "FRAMES", "FramePlan", "TEXT", "Task"]
 
@@ -59,6 +60,23 @@ class FramePlan:
             raise UserError(f"resize must be a positive short side in pixels, got {self.resize}")
 
 
+class lazy_schema:  # noqa: N801 - used like a value: `columns = lazy_schema(...)`
+    """A class attribute holding a pyarrow schema built (and pyarrow imported) on first use: `vidcap status`
+    describes a run through its task class, and importing pyarrow and numpy for that was a tenth of a cold
+    status of 100,000 shards. An instance may still set its own `columns` (a plain attribute wins)."""
+
+    def __init__(self, build: Callable[[Any], "pa.Schema"]) -> None:
+        self.build = build
+        self.schema: pa.Schema | None = None
+
+    def __get__(self, obj: object, owner: type | None = None) -> "pa.Schema":
+        if self.schema is None:
+            import pyarrow
+
+            self.schema = self.build(pyarrow)
+        return self.schema
+
+
 class Task(abc.ABC):
     """Base class of every task. Subclasses are small: declarations plus `values`."""
 
@@ -67,7 +85,7 @@ class Task(abc.ABC):
     #: the source kind it reads: "frames" (videos and images, through the prefetch process) or "text"
     source: ClassVar[str] = FRAMES
     #: its output columns, besides the store's own (key, status, error, seconds, tokens)
-    columns: ClassVar[pa.Schema] = pa.schema([])
+    columns: ClassVar[pa.Schema] = lazy_schema(lambda pa: pa.schema([]))  # type: ignore[assignment]
     #: values of its columns on an error row (default: null)
     error_values: ClassVar[dict[str, Any]] = {}
     #: engines known to serve it, the first the default (any engine that `accepts` its source kind may run it)

@@ -11,13 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow as pa
-
 from vidcap.checks import CaptionChecker, CheckContext, CheckSettings
 from vidcap.engines.base import FRAMES, Result, Sample
 from vidcap.errors import UserError
 from vidcap.settings import operational
-from vidcap.tasks.base import AnswerError, FramePlan, Task
+from vidcap.tasks.base import AnswerError, FramePlan, Task, lazy_schema
 
 ON_FLAG = ("keep", "retry")
 
@@ -43,7 +41,7 @@ class CaptionSettings:
 class CaptionTask(Task):
     name = "caption"
     source = FRAMES
-    columns = pa.schema([("text", pa.string()), ("flags", pa.list_(pa.string()))])
+    columns = lazy_schema(lambda pa: pa.schema([("text", pa.string()), ("flags", pa.list_(pa.string()))]))
     error_values = {"text": "", "flags": []}
     engines = ("hf", "pllava", "openai", "noop")
     Settings = CaptionSettings
