@@ -5,8 +5,9 @@ each done shard has a completion marker with its counts, a compacted results fil
 finished shard has; the others have nothing yet. Timed: `run_status` + `format_status` (what `vidcap
 status` does), cold (first call: every marker read), warm just after a shard finished (every marker
 statted, none read) and warm (the marker cache, the done folder unchanged: no marker statted). Baseline: the old code
-path (per shard: read the results, the stats twice, test the marker), timed on the first --sample shards
-and scaled to the run (its cost per shard grows with the run, so the scaled figure is a lower bound).
+path (per shard: read the results, the stats twice, test the marker), timed on every shard of a run of
+--sample shards built the same way, and scaled linearly to the big run. Not timed on a sample of the big
+run: there each shard's read lists a folder of 100,000 files, which would inflate the baseline many times.
 
     .venv/bin/python bench/status_scale.py                   # 100,000 shards
     .venv/bin/python bench/status_scale.py --shards 20000    # quick
@@ -120,11 +121,12 @@ def main() -> None:
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu[label] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
         assert len(report.done.index) == args.shards // 2 and "ok 50000" in text or args.shards != 100_000
-        sample = list(range(args.sample // 2)) + list(range(args.shards // 2, args.shards // 2 + args.sample // 2))
+        (root / "small").mkdir()
+        small = build(root / "small", args.sample)
         t, c = time.perf_counter(), time.process_time()
-        old_status(run, sample)
-        old = (time.perf_counter() - t) * args.shards / len(sample)
-        old_cpu = (time.process_time() - c) * args.shards / len(sample)
+        old_status(small, list(range(args.sample)))
+        old = (time.perf_counter() - t) * args.shards / args.sample
+        old_cpu = (time.process_time() - c) * args.shards / args.sample
         print(f"status, cold (markers read)  {timings['cold']:6.2f} s  (cpu {cpu['cold']:.2f} s)")
         print(f"status, warm, a shard just finished (markers statted)  {timings['warm, busy']:6.2f} s  "
               f"(cpu {cpu['warm, busy']:.2f} s)")
@@ -134,7 +136,7 @@ def main() -> None:
         print(f"`vidcap status` command, cold {timings['cli cold']:6.2f} s (cpu {cpu['cli cold']:.2f} s), warm "
               f"{timings['cli warm']:6.2f} s (cpu {cpu['cli warm']:.2f} s) "
               f"(a fresh process: start-up and imports included; the OS page cache stays warm, it cannot be dropped here)")
-        print(f"old code path (scaled from {len(sample)} shards)  {old:6.1f} s  (cpu {old_cpu:.1f} s)")
+        print(f"old code path (a run of {args.sample} shards, scaled linearly)  {old:6.1f} s  (cpu {old_cpu:.1f} s)")
         print(f"load average now {os.getloadavg()[0]:.1f}: on a shared machine the cpu seconds are the steadier figure")
         print(f"speed-up: {old / timings['cold']:.1f}x cold, {old / timings['warm']:.1f}x warm; the command: "
               f"{old / timings['cli cold']:.1f}x cold, {old / timings['cli warm']:.1f}x warm")
