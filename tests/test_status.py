@@ -4,6 +4,8 @@ read), and the speed "so far" is rows over the time any shard ran, not one worke
 from __future__ import annotations
 
 import json
+import os
+import time
 
 from vidcap.cli import main
 from vidcap.results import ResultWriter, read_results, result_rows
@@ -80,15 +82,21 @@ def test_an_unchanged_done_folder_is_trusted_and_any_change_in_it_is_seen(tmp_pa
     assert "ok 3  error 3" in text, text
 
 
-def test_a_listing_in_the_same_second_as_a_change_is_not_trusted(tmp_path, capsys):
+def test_a_listing_in_the_same_second_as_a_change_is_not_trusted(tmp_path, capsys, monkeypatch):
     """A marker written in the same clock tick as the listing leaves the folder's mtime as listed: such a
     listing is never trusted, so the next status stats every marker and sees the new one."""
     from vidcap.status import _DoneCache
 
     run = noop_run(tmp_path, 4, 2)
     assert main(["resume", str(run.root)]) == 0
-    shard_states(run)  # the folder changed moments ago: this listing is not settled
-    assert not _DoneCache(run).fast
+    changed = os.stat(run.done_dir).st_mtime_ns
+    with monkeypatch.context() as clock:  # listed 1 s after the last change, however slow this machine is
+        clock.setattr(time, "time_ns", lambda: changed + 1_000_000_000)
+        shard_states(run)
+    assert not _DoneCache(run).fast  # not settled: the next status stats every marker
+    _settle(run)
+    shard_states(run)
+    assert _DoneCache(run).fast  # listed over 2 s after the last change: trusted
 
 
 def test_bulk_totals_equal_per_shard_totals_and_cold_equals_warm(tmp_path, capsys):
