@@ -179,7 +179,9 @@ def wait_for_rows(run: RunDir, at_least: int, procs: list[subprocess.Popen[str]]
             return n
         for p in procs:
             if p.poll() is not None:
-                raise AssertionError(f"a process ended before writing {at_least} rows: {p.communicate()[1][-3000:]}")
+                err = p.communicate()[1]
+                reasons = [line for line in err.splitlines() if line.startswith("vidcap:")]  # before any stack dump
+                raise AssertionError(f"a process ended before writing {at_least} rows: {reasons} {err[-2000:]}")
         time.sleep(0.05)
     raise AssertionError("nothing written in time")
 
@@ -239,7 +241,7 @@ def start_slurm_like_ranks(run: RunDir, port: int) -> list[subprocess.Popen[str]
     return procs
 
 
-BOUND_S = 6.0
+BOUND_S = 10.0  # a batch here takes a few seconds; 6 s was passed under load (rank 1 ended before 2 rows)
 
 
 @pytest.mark.timeout(300)
