@@ -168,6 +168,23 @@ def test_status_of_a_finished_run_imports_neither_pyarrow_nor_numpy(tmp_path, ca
     assert "done 2" in out.stdout and out.stdout.rstrip().endswith("[]"), out.stdout + out.stderr
 
 
+def test_status_of_an_api_run_does_not_import_the_api_client(tmp_path, monkeypatch):
+    """An API run is described from its config: the openai client (about 1 s to import) loads only when
+    requests go out."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-used")
+    manifest = make_clips(tmp_path / "v", 2)
+    assert main(["submit", str(manifest), "--run", str(tmp_path / "run"), "--engine", "openai", "--model", "gpt-4o",
+                 "--shards", "1", "--prepare-only"]) == 0
+    code = ("import sys; from vidcap.cli import main; code = main(['status', sys.argv[1]]); "
+            "print(sorted(m for m in ('openai', 'httpx2', 'pyarrow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True,
+                         check=True)
+    assert "engine openai:gpt-4o" in out.stdout and out.stdout.rstrip().endswith("[]"), out.stdout + out.stderr
+
+
 def test_markers_read_by_threads_come_back_as_read_one_by_one(tmp_path, monkeypatch):
     """Markers out of the page cache are read by a pool of threads: same summaries, same order, a marker
     removed in between reads as gone, and a torn one as {}."""

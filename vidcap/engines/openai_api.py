@@ -29,22 +29,6 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx2
-import pyarrow as pa
-from openai import (
-    APIConnectionError,
-    APIResponseValidationError,
-    APIStatusError,
-    APITimeoutError,
-    AsyncOpenAI,
-    AuthenticationError,
-    DefaultAsyncHttpxClient,
-    NotFoundError,
-    PermissionDeniedError,
-    RateLimitError,
-)
-from openai.types.chat import ChatCompletion
-
 from vidcap.engines.api_images import DETAILS, chat_messages
 from vidcap.engines.api_key import redact, resolve_api_key
 from vidcap.engines.api_pricing import price_for
@@ -52,9 +36,13 @@ from vidcap.engines.api_ratelimit import RequestGate
 from vidcap.engines.api_retry import RetryPolicy, parse_retry_after
 from vidcap.engines.base import FRAMES, TEXT, AttemptLog, Engine, Result, Sample
 from vidcap.errors import UserError
+from vidcap.schema import lazy_schema
 from vidcap.settings import operational
 
 if TYPE_CHECKING:
+    from openai import APIStatusError
+    from openai.types.chat import ChatCompletion
+
     from vidcap.tasks.spec import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -135,8 +123,8 @@ class OpenAIEngine(Engine):
     name = "openai"
     accepts = frozenset({FRAMES, TEXT})
     Settings = OpenAISettings
-    columns = pa.schema([("finish_reason", pa.string()), ("attempts", pa.int64()), ("latency_s", pa.float64()),
-                         ("cost_usd", pa.float64())])
+    columns = lazy_schema(lambda pa: pa.schema([("finish_reason", pa.string()), ("attempts", pa.int64()),
+                                                ("latency_s", pa.float64()), ("cost_usd", pa.float64())]))
 
     def __init__(self, settings: OpenAISettings | None = None, *, api_key: str | None = None,
                  retry: RetryPolicy | None = None) -> None:
@@ -165,6 +153,10 @@ class OpenAIEngine(Engine):
             raise
 
     def connect(self, api_key: str) -> "OpenAIEngine":
+        # openai (about 1 s to import) only here and where requests go: `vidcap status` describes API runs too
+        import httpx2
+        from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+
         settings = self.settings
         self.model = settings.model
         self.concurrency = settings.concurrency
@@ -316,6 +308,9 @@ class OpenAIEngine(Engine):
         return reply
 
     async def _send(self, messages: list[dict[str, Any]]) -> _Reply:
+        from openai import (APIConnectionError, APIResponseValidationError, APIStatusError, APITimeoutError,
+                            AuthenticationError, NotFoundError, PermissionDeniedError, RateLimitError)
+
         self._totals.requests += 1
         self._in_flight += 1
         self._totals.max_in_flight = max(self._totals.max_in_flight, self._in_flight)
@@ -410,6 +405,9 @@ class OpenAIEngine(Engine):
         return self._stopped
 
     async def _check_access(self) -> None:
+        from openai import (APIConnectionError, APIResponseValidationError, APIStatusError, APITimeoutError,
+                            AuthenticationError, PermissionDeniedError)
+
         reason = ""
         for attempt in range(1, self._retry.max_attempts + 1):
             await self._gate.wait()
@@ -432,6 +430,8 @@ class OpenAIEngine(Engine):
 
 def _is_chat_completion(completion: object) -> bool:
     """The client does not validate answers: check the little we read, so a bad one is a retryable fault."""
+    from openai.types.chat import ChatCompletion
+
     if not isinstance(completion, ChatCompletion):
         return False
     choices = getattr(completion, "choices", None)

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from vidcap.engines.base import FRAMES, TEXT, Result, Sample
 from vidcap.errors import UserError
+from vidcap.schema import lazy_schema
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -58,23 +59,6 @@ class FramePlan:
             raise UserError("the number of frames must be at least 1")
         if self.resize is not None and self.resize < 1:
             raise UserError(f"resize must be a positive short side in pixels, got {self.resize}")
-
-
-class lazy_schema:  # noqa: N801 - used like a value: `columns = lazy_schema(...)`
-    """A class attribute holding a pyarrow schema built (and pyarrow imported) on first use: `vidcap status`
-    describes a run through its task class, and importing pyarrow and numpy for that was a tenth of a cold
-    status of 100,000 shards. An instance may still set its own `columns` (a plain attribute wins)."""
-
-    def __init__(self, build: Callable[[Any], "pa.Schema"]) -> None:
-        self.build = build
-        self.schema: pa.Schema | None = None
-
-    def __get__(self, obj: object, owner: type | None = None) -> "pa.Schema":
-        if self.schema is None:
-            import pyarrow
-
-            self.schema = self.build(pyarrow)
-        return self.schema
 
 
 class Task(abc.ABC):

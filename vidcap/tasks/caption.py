@@ -14,8 +14,9 @@ from typing import Any
 from vidcap.checks import CaptionChecker, CheckContext, CheckSettings
 from vidcap.engines.base import FRAMES, Result, Sample
 from vidcap.errors import UserError
+from vidcap.schema import lazy_schema
 from vidcap.settings import operational
-from vidcap.tasks.base import AnswerError, FramePlan, Task, lazy_schema
+from vidcap.tasks.base import AnswerError, FramePlan, Task
 
 ON_FLAG = ("keep", "retry")
 
