@@ -469,3 +469,54 @@ def test_merge_buckets_are_capped_in_size_once_past_the_budget(tmp_path, monkeyp
     merge_and_remaining(parts, str(tmp_path / "m2.csv"), manifest, str(tmp_path / "r2.csv"), memory_budget=nbytes // 2)
     assert (tmp_path / "m1.csv").read_bytes() == (tmp_path / "m2.csv").read_bytes()
     assert (tmp_path / "r1.csv").read_bytes() == (tmp_path / "r2.csv").read_bytes()
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_buckets_decided_in_threads_give_the_same_files(tmp_path, monkeypatch, threads):
+    """Buckets decided several at a time (and the manifest read beside the parts) write the bytes that one
+    thread writes; every bucket is decided once, and more than one at a time."""
+    manifest, parts = _random_inputs(tmp_path, random.Random(12))
+    monkeypatch.setattr(reduce_parts, "_threads", lambda budget: 1)
+    merge_and_remaining(parts, str(tmp_path / "m1.csv"), manifest, str(tmp_path / "r1.csv"), memory_budget=20_000)
+    monkeypatch.setattr(reduce_parts, "_threads", lambda budget: threads)
+    import threading
+    import time
+
+    busy, most, lock = [0], [0], threading.Lock()
+    real = reduce_parts._resolve
+
+    def slow_resolve(table, key):
+        with lock:
+            busy[0] += 1
+            most[0] = max(most[0], busy[0])
+        time.sleep(0.01)  # long enough for a second thread to start its bucket meanwhile
+        try:
+            return real(table, key)
+        finally:
+            with lock:
+                busy[0] -= 1
+
+    monkeypatch.setattr(reduce_parts, "_resolve", slow_resolve)
+    merged, rest = merge_and_remaining(parts, str(tmp_path / "m2.csv"), manifest, str(tmp_path / "r2.csv"),
+                                       memory_budget=20_000)
+    assert (tmp_path / "m1.csv").read_bytes() == (tmp_path / "m2.csv").read_bytes()
+    assert (tmp_path / "r1.csv").read_bytes() == (tmp_path / "r2.csv").read_bytes()
+    assert most[0] == threads
+    assert merged.written == len(read_rows(tmp_path / "m1.csv")) - 1 and rest.written == len(read_rows(tmp_path / "r1.csv")) - 1
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
+
+
+@pytest.mark.parametrize("broken", ["manifest", "part"])
+def test_a_bad_row_on_either_side_of_the_fused_read_is_one_error_and_leaves_no_files(tmp_path, broken):
+    """The manifest is read in a thread beside the parts: an empty key on either side is the same one-line
+    error naming the file and row, the other side stops, and no file (out or scratch) is left."""
+    manifest, parts = _random_inputs(tmp_path, random.Random(13))
+    bad = manifest if broken == "manifest" else parts[5]
+    rows = read_rows(bad)
+    rows[40][0] = ""
+    write_csv(bad, rows[0], rows[1:])
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(UserError) as err:
+        merge_and_remaining(parts, str(tmp_path / "m.csv"), manifest, str(tmp_path / "r.csv"), memory_budget=20_000)
+    assert bad in str(err.value) and "\n" not in str(err.value)
+    assert sorted(os.listdir(tmp_path)) == before

@@ -35,8 +35,11 @@ import itertools
 import os
 import shutil
 import tempfile
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -275,43 +278,62 @@ def _merge_bucketed(
     in-place winners and moved-in rows put in order by a linear scatter. With a manifest, its keys go
     to buckets of their own (same B), its rows to a second ordered spill; each bucket's done winners
     mark the manifest rows they cover, and the spill, filtered, is the remaining file.
+
+    Two cores at work where the steps are independent: the manifest is read in a thread beside the
+    parts, and buckets are decided a few at a time in threads (`_threads`); results are applied in
+    bucket order, so the files out are the same as one thread's.
     """
     status = ["status"] if "status" in schema.names else []
     key_schema = pa.schema([(key, pa.string())] + [schema.field(s) for s in status]
                            + [(ORD, pa.int64()), _HASH_FIELD])
     spill = _OrderedSpill(os.path.join(folder, "rows.arrow"), schema)
     keys = Partitions(folder, "keys", buckets, key_schema)
+    stop = threading.Event()
+    side = ThreadPoolExecutor(1, thread_name_prefix="vidcap-manifest") if manifest is not None else None
+    rest_ready = side.submit(_ManifestSide, folder, buckets, key, budget, *manifest, stop) if side else None
     try:
-        for path in parts:
-            for table in _chunks(path, schema, key, budget // SPILL_SHARE, counts):
-                text = key_text(table[key])
-                hashes = keyhash.key_hash(text)
-                small = [text] + [table[s] for s in status]
-                small += [_ordinals(counts.rows - table.num_rows, table.num_rows), pa.array(hashes)]
-                keys.append(pa.Table.from_arrays(small, schema=key_schema), bucket_of_hash(hashes, buckets))
-                spill.write(table)
-                del table, text, small
+        try:
+            for path in parts:
+                for table in _chunks(path, schema, key, budget // SPILL_SHARE, counts):
+                    if rest_ready is not None and rest_ready.done():
+                        rest_ready.result()  # a bad manifest row: say so now, not after every part is read
+                    text = key_text(table[key])
+                    hashes = keyhash.key_hash(text)
+                    small = [text] + [table[s] for s in status]
+                    small += [_ordinals(counts.rows - table.num_rows, table.num_rows), pa.array(hashes)]
+                    keys.append(pa.Table.from_arrays(small, schema=key_schema), bucket_of_hash(hashes, buckets))
+                    spill.write(table)
+                    del table, text, small
+        finally:
+            keys.close()
+            spill.close()
+        rest = rest_ready.result() if rest_ready is not None else None
     finally:
-        keys.close()
-        spill.close()
-    rest = _ManifestSide(folder, buckets, key, budget, *manifest) if manifest is not None else None
+        stop.set()  # a failed parts side stops the manifest side at its next chunk; then its files can go
+        if side is not None:
+            side.shutdown(wait=True)
     total = counts.rows
     in_place = np.zeros(total, dtype=np.bool_)
     moved_from, moved_to = [], []  # ordinals of the out-of-place winners, and of their keys' first rows
-    for b in range(buckets):
+
+    def winners_of(b: int) -> _BucketWinners:
         table = keys.read(b)
         winners, first = _resolve(table, key)
         winner_ords = table[ORD].to_numpy()[winners]
         here = winner_ords == first
-        in_place[winner_ords[here]] = True
-        moved_from.append(winner_ords[~here])
-        moved_to.append(first[~here])
         chosen = table.select([key] + status).take(pa.array(winners))
-        _tally(counts, chosen)
-        if rest is not None:
-            rest.mark(b, chosen, table[HASH].to_numpy()[winners])
-        del table, chosen
+        done_rows = rest.done_rows(b, chosen, table[HASH].to_numpy()[winners]) if rest is not None else None
+        del table
         keys.remove(b)
+        return _BucketWinners(winner_ords[here], winner_ords[~here], first[~here], chosen, done_rows)
+
+    for found in _in_threads(winners_of, range(buckets), _threads(budget)):
+        in_place[found.in_place] = True
+        moved_from.append(found.moved_from)
+        moved_to.append(found.moved_to)
+        _tally(counts, found.chosen)
+        if rest is not None:
+            rest.keep[found.done_rows] = False
     order = np.argsort(np.concatenate(moved_from))
     moved_from, moved_to = np.concatenate(moved_from)[order], np.concatenate(moved_to)[order]
     del order
@@ -342,6 +364,43 @@ def _merge_bucketed(
     spill.remove()
     if rest is not None:
         rest.write()
+
+
+class _BucketWinners(NamedTuple):
+    """What one merge bucket decided, for the caller to apply (buckets are decided in threads)."""
+
+    in_place: np.ndarray  # ordinals of winners that are their key's first row
+    moved_from: np.ndarray  # ordinals of the other winners
+    moved_to: np.ndarray  # and of their keys' first rows
+    chosen: pa.Table  # the winners' key and status, in order of first appearance
+    done_rows: np.ndarray | None  # manifest ordinals these winners mark done (fused remaining only)
+
+
+def _threads(budget: int) -> int:
+    """Buckets decided at once: one per core this process may use, as many as the budget holds buckets.
+    The work is numpy and pyarrow kernels, which release the GIL."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, budget // BUCKET_BYTES))
+
+
+def _in_threads(work: Callable[[int], _BucketWinners], items: Iterable[int], threads: int) -> Iterator[_BucketWinners]:
+    """work(item) for each item, `threads` at a time, results yielded in item order; at most `threads`
+    results wait to be taken, so memory stays at `threads` buckets."""
+    if threads <= 1:
+        yield from map(work, items)
+        return
+    with ThreadPoolExecutor(threads, thread_name_prefix="vidcap-bucket") as pool:
+        pending: deque[Future[_BucketWinners]] = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(work, item))
+                if len(pending) >= threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 class _OrderedSpill:
@@ -397,13 +456,17 @@ class _ManifestSide:
     one byte per manifest row saying whether it is still to do."""
 
     def __init__(self, folder: str, buckets: int, key: str, budget: int, path: PathLike, schema: pa.Schema,
-                 writer: TableWriter, counts: ReduceCounts) -> None:
+                 writer: TableWriter, counts: ReduceCounts, stop: threading.Event | None = None) -> None:
+        """Reads the manifest into its buckets and spill (in a thread beside the parts' reading: `stop`,
+        once set, ends it at the next chunk)."""
         self.key, self.writer, self.counts = key, writer, counts
         key_schema = pa.schema([(key, pa.string()), (ORD, pa.int64()), _HASH_FIELD])
         self.keys = Partitions(folder, "manifest", buckets, key_schema)
         self.spill = _OrderedSpill(os.path.join(folder, "manifest.arrow"), schema)
         try:
             for table in _chunks(path, schema, key, budget // SPILL_SHARE, counts):
+                if stop is not None and stop.is_set():
+                    return
                 text = key_text(table[key])
                 hashes = keyhash.key_hash(text)
                 ordinals = _ordinals(counts.rows - table.num_rows, table.num_rows)
@@ -416,16 +479,17 @@ class _ManifestSide:
             self.spill.close()
         self.keep = np.ones(counts.rows, dtype=np.bool_)
 
-    def mark(self, b: int, winners: pa.Table, hashes: np.ndarray) -> None:
-        """Bucket b's merge winners (key, status): the manifest rows of the done ones are not to do."""
+    def done_rows(self, b: int, winners: pa.Table, hashes: np.ndarray) -> np.ndarray:
+        """Ordinals of the manifest rows that bucket b's done merge winners (key, status) cover: not to do.
+        Buckets may be looked at from several threads at once; `keep` is for the caller to mark."""
         if "status" in winners.column_names:
             ok = pc.fill_null(pc.equal(winners["status"], "ok"), False)
             winners = winners.filter(ok)
             hashes = hashes[ok.to_numpy(zero_copy_only=False)]
         table = self.keys.read(b)
         found = KeySet(key_text(winners[self.key]), hashes).contains(key_text(table[self.key]), table[HASH].to_numpy())
-        self.keep[table[ORD].to_numpy()[found]] = False
         self.keys.remove(b)
+        return table[ORD].to_numpy()[found]
 
     def write(self) -> None:
         for start, batch in self.spill.batches():
