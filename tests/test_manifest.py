@@ -107,3 +107,29 @@ def test_compressed_csv_reads_and_names_the_bad_line(tmp_path, suffix, codec):
     assert read_manifest(good).column("path").to_pylist() == ["a.mp4", "b.mp4"]
     with pytest.raises(UserError, match=r"line 3: expected 2 fields, got 3"):
         read_manifest(bad)
+
+
+@pytest.mark.parametrize("name", ["out.csv", "out.csv.gz", "out.parquet"])
+def test_table_writer_encoded_in_threads_writes_the_bytes_that_write_writes(tmp_path, name):
+    """A large output is formatted in threads (`encode`, any order) and appended in order (`write_encoded`):
+    the file is the one `write` makes, quoting, nulls, list columns (as text in CSV) and compression included."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vidcap.manifest.io import TableWriter
+
+    table = pa.table({
+        "path": ["a,b.mp4", 'say "hi".mp4', "line\nbreak.mp4", "ünï.mp4", None, ""] * 50,
+        "frames": pa.array([1, None, 3, 4, 5, 6] * 50, pa.int64()),
+        "tags": pa.array([["dog", "beach"], None, [], ["a b"], ["x"], ["y", "z"]] * 50),
+    })
+    pieces = [table.slice(i, 37) for i in range(0, table.num_rows, 37)]
+    with TableWriter(tmp_path / f"a-{name}", table.schema) as writer:
+        for piece in pieces:
+            writer.write(piece)
+    with TableWriter(tmp_path / f"b-{name}", table.schema) as writer, ThreadPoolExecutor(4) as pool:
+        for encoded in pool.map(writer.encode, pieces):
+            writer.write_encoded(encoded)
+    if name.endswith(".parquet"):
+        assert pq.read_table(tmp_path / f"b-{name}").equals(pq.read_table(tmp_path / f"a-{name}"))
+    else:
+        assert (tmp_path / f"b-{name}").read_bytes() == (tmp_path / f"a-{name}").read_bytes()

@@ -279,6 +279,10 @@ def text_as_lists(table: pa.Table, names: list[str]) -> pa.Table:
     return table
 
 
+_CSV_OPTIONS = pacsv.WriteOptions(quoting_style="needed")
+_CSV_BODY_OPTIONS = pacsv.WriteOptions(quoting_style="needed", include_header=False)
+
+
 class TableWriter:
     """Streaming writer of CSV or Parquet batches (one schema), used by the reducers. In CSV, list columns
     are written as comma-separated text (`text_as_lists` reads them back)."""
@@ -298,7 +302,7 @@ class TableWriter:
                 if name.endswith(suffix):
                     self._sink = pa.CompressedOutputStream(self._sink, codec)
             schema = pa.schema([pa.field(f.name, pa.string()) if _is_list(f.type) else f for f in schema])
-            self._writer = pacsv.CSVWriter(self._sink, schema, write_options=pacsv.WriteOptions(quoting_style="needed"))
+            self._writer = pacsv.CSVWriter(self._sink, schema, write_options=_CSV_OPTIONS)  # writes the header
 
     def write(self, data: pa.Table | pa.RecordBatch) -> None:
         if self.fmt == "csv" and any(_is_list(f.type) for f in data.schema):
@@ -307,6 +311,25 @@ class TableWriter:
             self._writer.write_batch(data)
         else:
             self._writer.write_table(data)
+
+    def encode(self, data: pa.Table | pa.RecordBatch) -> pa.Buffer | pa.Table | pa.RecordBatch:
+        """`data` made ready for `write_encoded`: for CSV its text (the bytes `write` would add), for Parquet
+        `data` itself. Safe to call from several threads at once: formatting CSV costs about as much CPU as
+        parsing it, so a writer of many rows formats batches in threads and writes them in order."""
+        if self.fmt != "csv":
+            return data
+        if any(_is_list(f.type) for f in data.schema):
+            data = lists_as_text(data)
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(data, sink, write_options=_CSV_BODY_OPTIONS)
+        return sink.getvalue()
+
+    def write_encoded(self, encoded: pa.Buffer | pa.Table | pa.RecordBatch) -> None:
+        """Append what `encode` gave (calls in the order the rows go out)."""
+        if isinstance(encoded, pa.Buffer):
+            self._sink.write(encoded)  # the CSVWriter keeps nothing buffered: its header is already out
+        else:
+            self.write(encoded)
 
     def close(self) -> None:
         self._writer.close()
