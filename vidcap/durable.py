@@ -15,6 +15,7 @@ import ctypes
 import functools
 import os
 import secrets
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,8 @@ from typing import Callable, Iterator
 SYNC_THREADS = 16
 #: a Batch of at least this many files is made durable by one syncfs(2) rather than an fsync per file
 SYNCFS_MIN_FILES = 256
+#: a large output being written is flushed to disk each time it has grown by this many bytes
+FLUSH_EVERY = 128 << 20
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -94,6 +97,45 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         if tmp.exists():
             tmp.unlink()
     fsync_dir(path.parent)
+
+
+@contextmanager
+def flushed_as_written(path: str | os.PathLike[str], every: int = FLUSH_EVERY, poll: float = 0.2) -> Iterator[None]:
+    """While the block runs, a thread writes the pages of the file at `path` (written meanwhile by the block,
+    created by it or not yet) to disk each time the file has grown by `every` bytes.
+
+    Why: the fsync that makes a large output durable otherwise waits for every page the kernel has not yet
+    written back (gigabytes: seconds at disk speed, after the work is done). Flushed as it grows, the output
+    goes to disk while the rest of the work runs, ahead of scratch files that are deleted before they
+    ever need to reach the disk."""
+    stop = threading.Event()
+
+    def flush() -> None:
+        fd, synced = -1, 0
+        try:
+            while not stop.wait(poll):
+                if fd < 0:
+                    try:
+                        fd = os.open(path, os.O_RDONLY)
+                    except FileNotFoundError:
+                        continue
+                size = os.fstat(fd).st_size
+                if size - synced >= every:
+                    os.fdatasync(fd)
+                    synced = size
+        except OSError:
+            pass  # only an early start of the fsync that atomic_path makes anyway (and reports)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    flusher = threading.Thread(target=flush, name="vidcap-flush", daemon=True)
+    flusher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        flusher.join()
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
