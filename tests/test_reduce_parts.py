@@ -439,8 +439,8 @@ def test_fused_bucketed_with_header_only_inputs(tmp_path):
 
 
 def test_ordered_spill_gives_any_intervals_across_batch_boundaries(tmp_path):
-    """The spill is read back as consecutive ordinal intervals that start and end inside batches, span
-    several, or are empty."""
+    """The spill is read back by ordinal intervals that start and end inside batches, span several, or are
+    empty, in any order (ranges are written out from several threads)."""
     schema = pa.schema([("n", pa.int64())])
     spill = reduce_parts._OrderedSpill(str(tmp_path / "s.arrow"), schema)
     for lo, hi in ((0, 3), (3, 4), (4, 4), (4, 11), (11, 12)):
@@ -448,9 +448,10 @@ def test_ordered_spill_gives_any_intervals_across_batch_boundaries(tmp_path):
     spill.close()
     # an empty table writes no batch
     assert [(s, b.num_rows) for s, b in spill.batches()] == [(0, 3), (3, 1), (4, 7), (11, 1)]
-    bounds = [0, 2, 2, 5, 10, 12]
-    got = [t["n"].to_pylist() for t in spill.intervals(bounds)]
-    assert got == [list(range(lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    intervals = [(10, 12), (0, 2), (2, 2), (2, 5), (5, 10), (0, 12), (3, 4), (12, 12), (4, 11)]
+    with spill.reader() as reader:
+        got = [spill.interval(reader, lo, hi)["n"].to_pylist() for lo, hi in intervals]
+    assert got == [list(range(lo, hi)) for lo, hi in intervals]
     spill.remove()
     assert os.listdir(tmp_path) == []
 
@@ -519,4 +520,80 @@ def test_a_bad_row_on_either_side_of_the_fused_read_is_one_error_and_leaves_no_f
     with pytest.raises(UserError) as err:
         merge_and_remaining(parts, str(tmp_path / "m.csv"), manifest, str(tmp_path / "r.csv"), memory_budget=20_000)
     assert bad in str(err.value) and "\n" not in str(err.value)
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def _max_concurrent(monkeypatch, owner, name, pause=0.01):
+    """Wrap owner.name so that each call lasts `pause` longer; returns [most calls seen running at once]."""
+    import threading
+    import time
+
+    busy, most, lock = [0], [0], threading.Lock()
+    real = getattr(owner, name)
+
+    def slow(*args, **kwargs):
+        with lock:
+            busy[0] += 1
+            most[0] = max(most[0], busy[0])
+        time.sleep(pause)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                busy[0] -= 1
+
+    monkeypatch.setattr(owner, name, slow)
+    return most
+
+
+def test_ranges_moved_and_written_in_threads_give_the_same_files(tmp_path, monkeypatch):
+    """The output side of a bucketed merge runs in threads too: the spill is cut into runs whose moved rows
+    go to range files of their own (split a few rows at a time here, and mapped a batch at a time), and
+    ranges are put in order and formatted as CSV several at a time, then written in order. The files
+    are the bytes that one thread writes, and the remaining file is written beside the merge."""
+    from vidcap.manifest.io import TableWriter
+
+    manifest, parts = _random_inputs(tmp_path, random.Random(14))
+    monkeypatch.setattr(reduce_parts, "_threads", lambda budget: 1)
+    merge_and_remaining(parts, str(tmp_path / "m1.csv"), manifest, str(tmp_path / "r1.csv"), memory_budget=20_000)
+    monkeypatch.setattr(reduce_parts, "_threads", lambda budget: 2)
+    monkeypatch.setattr(reduce_parts, "MOVE_ROWS", 7)
+    monkeypatch.setattr(reduce_parts, "MAPPED_BATCHES", 1)
+    moved_runs, real_move_out = [], reduce_parts._move_out
+
+    def move_out(*args):  # the Partitions of each run of the spill
+        result = real_move_out(*args)
+        moved_runs.append(len(result))
+        return result
+
+    monkeypatch.setattr(reduce_parts, "_move_out", move_out)
+    encoding = _max_concurrent(monkeypatch, TableWriter, "encode")
+    merged, rest = merge_and_remaining(parts, str(tmp_path / "m2.csv"), manifest, str(tmp_path / "r2.csv"),
+                                       memory_budget=20_000)
+    assert (tmp_path / "m1.csv").read_bytes() == (tmp_path / "m2.csv").read_bytes()
+    assert (tmp_path / "r1.csv").read_bytes() == (tmp_path / "r2.csv").read_bytes()
+    assert moved_runs == [2] and encoding[0] == 2
+    assert merged.written == len(read_rows(tmp_path / "m1.csv")) - 1 and rest.written == len(read_rows(tmp_path / "r1.csv")) - 1
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
+
+
+def test_a_failure_while_ranges_are_written_in_threads_leaves_no_files(tmp_path, monkeypatch):
+    """An error in a range's thread (here: the disk, as the third range is formatted) is raised as it is,
+    once the remaining file's thread has stopped too; neither output nor any scratch file is left."""
+    from vidcap.manifest.io import TableWriter
+
+    manifest, parts = _random_inputs(tmp_path, random.Random(15))
+    monkeypatch.setattr(reduce_parts, "_threads", lambda budget: 2)
+    calls, real = [], TableWriter.encode
+
+    def failing(self, data):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(TableWriter, "encode", failing)
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(OSError, match="No space left"):
+        merge_and_remaining(parts, str(tmp_path / "m.csv"), manifest, str(tmp_path / "r.csv"), memory_budget=20_000)
     assert sorted(os.listdir(tmp_path)) == before

@@ -79,7 +79,9 @@ class Partitions:
             return pa.ipc.open_file(source).read_all().combine_chunks()
 
     def remove(self, i: int) -> None:
-        """Drop a consumed partition's file (the disk holds at most one copy of the data) and hand the
-        memory it took back to the OS, so the next partition starts from the same footprint."""
+        """Drop a consumed partition's file: the disk holds at most one copy of the data.
+
+        The memory it took is not handed back to the OS here (release_unused): the next partition reuses
+        it, where fresh pages would have to be faulted in and zeroed again (at 30M rows, a bucket at a time
+        on two threads, that was about 2 s of system time for no saving in peak memory)."""
         os.unlink(self.paths[i])
-        pa.default_memory_pool().release_unused()

@@ -31,6 +31,7 @@ and are always removed; the output is written under a temporary name and renamed
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import os
 import shutil
@@ -39,14 +40,14 @@ import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence, TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from vidcap.durable import atomic_path
+from vidcap.durable import atomic_path, flushed_as_written
 from vidcap.errors import UserError
 from vidcap.manifest.buckets import Partitions, bucket_count, bucket_of_hash, id_type
 from vidcap.manifest.io import (
@@ -70,12 +71,15 @@ ORD = "__vidcap_ord"  # a row's number across all inputs, in the order read
 FIRST = "__vidcap_first"  # ordinal of a key's first appearance: merge's output order
 HASH = "__vidcap_hash"  # a spilled row's key_hash, so that each key is hashed once, not once per pass
 SLICE_ROWS = 1 << 16  # rows gathered (and written) at a time
+MAPPED_BATCHES = 32  # spill batches (CSV blocks: about 1 MB each) mapped at a time
+MOVE_ROWS = 1 << 17  # moved rows split into range files at a time: a spill batch holds only a few per range
 SPILL_SHARE = 4  # a file is read whole for spilling only below budget / 4: spilling copies it twice
 KEYSET_BYTES_PER_KEY = 32  # a KeySet's index: hash, order, slot, and lookup temporaries
 _POSITION_BITS = 40  # score = rank << 40 | position: the max score is the winning row
 _COMPRESSED_CSV_RATIO = 5  # a compressed CSV holds about this many times its size in Arrow data
 
 PathLike = str | os.PathLike[str]
+T = TypeVar("T")
 Keys = tuple[pa.Array, "np.ndarray | None"]  # done keys as text, and their key_hash when already known
 
 
@@ -280,8 +284,10 @@ def _merge_bucketed(
     mark the manifest rows they cover, and the spill, filtered, is the remaining file.
 
     Two cores at work where the steps are independent: the manifest is read in a thread beside the
-    parts, and buckets are decided a few at a time in threads (`_threads`); results are applied in
-    bucket order, so the files out are the same as one thread's.
+    parts; buckets are decided a few at a time in threads (`_threads`), results applied in bucket order;
+    the moved rows are copied out by runs of the spill in threads; ranges are put in order and formatted
+    a few at a time in threads, written in range order; the remaining file is written in a thread of its
+    own beside them. The files out are the same bytes as one thread's.
     """
     status = ["status"] if "status" in schema.names else []
     key_schema = pa.schema([(key, pa.string())] + [schema.field(s) for s in status]
@@ -337,33 +343,87 @@ def _merge_bucketed(
     order = np.argsort(np.concatenate(moved_from))
     moved_from, moved_to = np.concatenate(moved_from)[order], np.concatenate(moved_to)[order]
     del order
-    ranges = Partitions(folder, "range", buckets, schema.append(pa.field(FIRST, pa.int64())))
+    rest_side = ThreadPoolExecutor(1, thread_name_prefix="vidcap-remaining") if rest is not None else None
+    writing_rest = rest_side.submit(rest.write) if rest_side is not None else None  # its own file, beside the merge
     try:
-        for start, batch in spill.batches():  # the moved winners, out to their ranges
-            lo, hi = np.searchsorted(moved_from, [start, start + batch.num_rows])
-            if hi > lo:
-                rows = pa.Table.from_batches([batch.take(pa.array(moved_from[lo:hi] - start))])
-                ranges.append(rows.append_column(FIRST, pa.array(moved_to[lo:hi])),
-                              _range_of(moved_to[lo:hi], total, buckets))
+        threads = _threads(budget)
+        range_schema = schema.append(pa.field(FIRST, pa.int64()))
+        moved = _move_out(spill, moved_from, moved_to, total, folder, buckets, range_schema, threads)
+        del moved_from, moved_to
+        bounds = [-(-r * total // buckets) for r in range(buckets + 1)]  # range r: ordinals o, o * B // total == r
+
+        def range_out(r: int) -> list[pa.Buffer | pa.Table]:
+            """Range r of the output, encoded: its in-place winners (read from the spill) and the rows moved
+            into it, put in order by a scatter of their first appearances."""
+            lo, hi = bounds[r], bounds[r + 1]
+            moved_in = pa.concat_tables([m.read(r) for m in moved])
+            for m in moved:
+                m.remove(r)
+            with spill.reader(mapped=True) as reader:  # a range is about BUCKET_BYTES: mapped whole
+                rows = spill.interval(reader, lo, hi)
+                whole = pa.concat_tables([rows, moved_in.drop_columns([FIRST])]).combine_chunks()
+            here = np.flatnonzero(in_place[lo:hi])
+            positions = np.concatenate([here, hi - lo + np.arange(moved_in.num_rows)])
+            targets = np.concatenate([here, moved_in[FIRST].to_numpy() - lo])
+            del rows, moved_in
+            return [writer.encode(piece) for piece in _gather(whole, positions[_order_of_distinct(targets, hi - lo)])]
+
+        for encoded in _in_threads(range_out, range(buckets), threads):
+            for piece in encoded:
+                writer.write_encoded(piece)
+        spill.remove()
     finally:
-        ranges.close()
-    del moved_from, moved_to
-    bounds = [-(-r * total // buckets) for r in range(buckets + 1)]  # range r: ordinals o with o * B // total == r
-    for r, rows in enumerate(spill.intervals(bounds)):
-        lo, hi = bounds[r], bounds[r + 1]
-        moved = ranges.read(r)
-        here = np.flatnonzero(in_place[lo:hi])
-        whole = pa.concat_tables([rows, moved.drop_columns([FIRST])]).combine_chunks()
-        positions = np.concatenate([here, hi - lo + np.arange(moved.num_rows)])
-        targets = np.concatenate([here, moved[FIRST].to_numpy() - lo])
-        del rows, moved
-        for piece in _gather(whole, positions[_order_of_distinct(targets, hi - lo)]):
-            writer.write(piece)
-        del whole
-        ranges.remove(r)
-    spill.remove()
-    if rest is not None:
-        rest.write()
+        if rest_side is not None:
+            rest_side.shutdown(wait=True)
+    if writing_rest is not None:
+        writing_rest.result()
+
+
+def _move_out(
+    spill: _OrderedSpill,
+    moved_from: np.ndarray,
+    moved_to: np.ndarray,
+    total: int,
+    folder: str,
+    buckets: int,
+    schema: pa.Schema,
+    threads: int,
+) -> list[Partitions]:
+    """Copy the winners that are not their key's first row (ordinals `moved_from`, sorted) out of the spill,
+    with their key's first ordinal (`moved_to`) as column FIRST, into range files by that ordinal.
+
+    The spill's batches are cut into `threads` runs, read and copied at once, each into range files of its
+    own: the order of rows within a range does not matter (each range is sorted by FIRST, which is distinct)."""
+
+    def move(run: np.ndarray, t: int) -> Partitions:
+        ranges = Partitions(folder, f"range{t}", buckets, schema)
+        taken: list[pa.RecordBatch] = []  # rows taken from a few batches, then split into ranges at once
+        taken_from, taken_rows = -1, 0  # index in moved_from of the first taken row, and how many
+        try:
+            for window in range(0, len(run), MAPPED_BATCHES):
+                with spill.reader(mapped=True) as reader:
+                    for i in run[window : window + MAPPED_BATCHES]:
+                        start, end = spill.starts[i], spill.starts[i + 1]
+                        lo, hi = np.searchsorted(moved_from, [start, end])
+                        if hi > lo:  # a copy: nothing taken refers to the mapped file
+                            taken.append(reader.get_batch(int(i)).take(pa.array(moved_from[lo:hi] - start)))
+                            taken_from = lo if taken_from < 0 else taken_from
+                            taken_rows += hi - lo
+                        if taken and (taken_rows >= MOVE_ROWS or i == run[-1]):
+                            to = moved_to[taken_from : taken_from + taken_rows]
+                            rows = pa.Table.from_batches(taken).append_column(FIRST, pa.array(to))
+                            ranges.append(rows, _range_of(to, total, buckets))
+                            taken, taken_from, taken_rows = [], -1, 0
+        finally:
+            ranges.close()
+        return ranges
+
+    runs = np.array_split(np.arange(len(spill.starts) - 1), threads)
+    if threads <= 1:
+        return [move(runs[0], 0)]
+    with ThreadPoolExecutor(threads, thread_name_prefix="vidcap-move") as pool:
+        futures = [pool.submit(move, run, t) for t, run in enumerate(runs)]
+        return [f.result() for f in futures]
 
 
 class _BucketWinners(NamedTuple):
@@ -383,14 +443,14 @@ def _threads(budget: int) -> int:
     return max(1, min(cores, budget // BUCKET_BYTES))
 
 
-def _in_threads(work: Callable[[int], _BucketWinners], items: Iterable[int], threads: int) -> Iterator[_BucketWinners]:
+def _in_threads(work: Callable[[int], T], items: Iterable[int], threads: int) -> Iterator[T]:
     """work(item) for each item, `threads` at a time, results yielded in item order; at most `threads`
-    results wait to be taken, so memory stays at `threads` buckets."""
+    results wait to be taken, so memory stays at `threads` items (buckets, ranges)."""
     if threads <= 1:
         yield from map(work, items)
         return
     with ThreadPoolExecutor(threads, thread_name_prefix="vidcap-bucket") as pool:
-        pending: deque[Future[_BucketWinners]] = deque()
+        pending: deque[Future[T]] = deque()
         try:
             for item in items:
                 pending.append(pool.submit(work, item))
@@ -404,46 +464,43 @@ def _in_threads(work: Callable[[int], _BucketWinners], items: Iterable[int], thr
 
 
 class _OrderedSpill:
-    """Rows appended in read order to one Arrow file, read back in order: whole batches with their first
-    ordinal, or as tables of consecutive ordinal intervals. Read, not mapped: mapped pages once touched
-    stay in RSS."""
+    """Rows appended in read order to one Arrow file, read back in order (whole batches with their first
+    ordinal) or by ordinal interval, from any thread (a reader each). Mapped only a few batches at a time:
+    mapped pages once touched count in RSS until the map is closed."""
 
     def __init__(self, path: str, schema: pa.Schema) -> None:
         self.path, self.schema = path, schema
         self._writer = pa.ipc.new_file(path, schema)
+        self.starts = [0]  # ordinal of each batch's first row, then the row count
 
     def write(self, table: pa.Table) -> None:
-        self._writer.write_table(table)
+        for batch in table.to_batches():
+            self._writer.write_batch(batch)
+            self.starts.append(self.starts[-1] + batch.num_rows)
 
     def close(self) -> None:
         self._writer.close()
 
-    def batches(self) -> Iterator[tuple[int, pa.RecordBatch]]:
-        with pa.OSFile(self.path) as source:
-            reader = pa.ipc.open_file(source)
-            start = 0
-            for i in range(reader.num_record_batches):
-                batch = reader.get_batch(i)
-                yield start, batch
-                start += batch.num_rows
+    @contextmanager
+    def reader(self, mapped: bool = False) -> Iterator[pa.ipc.RecordBatchFileReader]:
+        """A reader of its own (one per thread). `mapped`: batches point into the file's pages instead of
+        being copied out of them (a copy costs as much as the work done with many batches), valid only
+        inside the block; map a few batches at a time, since the pages touched count as the process's
+        memory until the map is closed."""
+        with (pa.memory_map(self.path) if mapped else pa.OSFile(self.path)) as source:
+            yield pa.ipc.open_file(source)
 
-    def intervals(self, bounds: Sequence[int]) -> Iterator[pa.Table]:
-        """Rows [bounds[i], bounds[i+1]) for each i, in turn (bounds never decrease)."""
-        held: list[pa.RecordBatch] = []
-        held_from, held_to = 0, 0  # ordinals of held rows: [held_from, held_to)
-        batches = self.batches()
-        for lo, hi in zip(bounds[:-1], bounds[1:]):
-            while held_to < hi:
-                start, batch = next(batches)
-                if not held:
-                    held_from = start
-                held.append(batch)
-                held_to = start + batch.num_rows
-            table = pa.Table.from_batches(held, schema=self.schema)
-            yield table.slice(lo - held_from, hi - lo)
-            held = table.slice(hi - held_from).to_batches()
-            held_from = hi
-            del table
+    def batches(self) -> Iterator[tuple[int, pa.RecordBatch]]:
+        with self.reader() as reader:
+            for i in range(reader.num_record_batches):
+                yield self.starts[i], reader.get_batch(i)
+
+    def interval(self, reader: pa.ipc.RecordBatchFileReader, lo: int, hi: int) -> pa.Table:
+        """Rows [lo, hi), read by `reader`: the batches that hold them, sliced."""
+        first = bisect.bisect_right(self.starts, lo) - 1
+        last = bisect.bisect_left(self.starts, hi)
+        batches = [reader.get_batch(i) for i in range(first, last)]
+        return pa.Table.from_batches(batches, schema=self.schema).slice(lo - self.starts[first], hi - lo)
 
     def remove(self) -> None:
         os.unlink(self.path)
@@ -821,8 +878,9 @@ def _tally(counts: ReduceCounts, winners: pa.Table) -> None:
 
 @contextmanager
 def _atomic(output: PathLike) -> Iterator[str]:
-    """A temporary name next to `output`, renamed onto it (durably) only if the block finishes."""
-    with atomic_path(output) as tmp:
+    """A temporary name next to `output`, renamed onto it (durably) only if the block finishes; flushed to
+    disk while it is written (`flushed_as_written`), so that little is left for the final fsync."""
+    with atomic_path(output) as tmp, flushed_as_written(tmp):
         yield str(tmp)
 
 
