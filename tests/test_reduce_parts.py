@@ -546,16 +546,17 @@ def _max_concurrent(monkeypatch, owner, name, pause=0.01):
     return most
 
 
-def test_ranges_moved_and_written_in_threads_give_the_same_files(tmp_path, monkeypatch):
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".parquet"])
+def test_ranges_moved_and_written_in_threads_give_the_same_files(tmp_path, monkeypatch, suffix):
     """The output side of a bucketed merge runs in threads too: the spill is cut into runs whose moved rows
     go to range files of their own (split a few rows at a time here, and mapped a batch at a time), and
-    ranges are put in order and formatted as CSV several at a time, then written in order. The files
-    are the bytes that one thread writes, and the remaining file is written beside the merge."""
+    ranges are put in order and encoded several at a time (CSV text, Parquet tables), then written in order.
+    The files are those that one thread writes, and the remaining file is written beside the merge."""
     from vidcap.manifest.io import TableWriter
 
     manifest, parts = _random_inputs(tmp_path, random.Random(14))
     monkeypatch.setattr(reduce_parts, "_threads", lambda budget: 1)
-    merge_and_remaining(parts, str(tmp_path / "m1.csv"), manifest, str(tmp_path / "r1.csv"), memory_budget=20_000)
+    merge_and_remaining(parts, str(tmp_path / f"m1{suffix}"), manifest, str(tmp_path / "r1.csv"), memory_budget=20_000)
     monkeypatch.setattr(reduce_parts, "_threads", lambda budget: 2)
     monkeypatch.setattr(reduce_parts, "MOVE_ROWS", 7)
     monkeypatch.setattr(reduce_parts, "MAPPED_BATCHES", 1)
@@ -568,12 +569,18 @@ def test_ranges_moved_and_written_in_threads_give_the_same_files(tmp_path, monke
 
     monkeypatch.setattr(reduce_parts, "_move_out", move_out)
     encoding = _max_concurrent(monkeypatch, TableWriter, "encode")
-    merged, rest = merge_and_remaining(parts, str(tmp_path / "m2.csv"), manifest, str(tmp_path / "r2.csv"),
+    merged, rest = merge_and_remaining(parts, str(tmp_path / f"m2{suffix}"), manifest, str(tmp_path / "r2.csv"),
                                        memory_budget=20_000)
-    assert (tmp_path / "m1.csv").read_bytes() == (tmp_path / "m2.csv").read_bytes()
+    if suffix == ".parquet":
+        assert pq.read_table(tmp_path / "m1.parquet").equals(pq.read_table(tmp_path / "m2.parquet"))
+        assert merged.written == pq.read_metadata(tmp_path / "m1.parquet").num_rows
+    else:
+        assert (tmp_path / f"m1{suffix}").read_bytes() == (tmp_path / f"m2{suffix}").read_bytes()
     assert (tmp_path / "r1.csv").read_bytes() == (tmp_path / "r2.csv").read_bytes()
     assert moved_runs == [2] and encoding[0] == 2
-    assert merged.written == len(read_rows(tmp_path / "m1.csv")) - 1 and rest.written == len(read_rows(tmp_path / "r1.csv")) - 1
+    assert rest.written == len(read_rows(tmp_path / "r1.csv")) - 1
+    if suffix == ".csv":
+        assert merged.written == len(read_rows(tmp_path / "m1.csv")) - 1
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
 
 
