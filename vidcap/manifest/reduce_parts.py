@@ -26,7 +26,8 @@ Keys are grouped and looked up through 64-bit hashes sorted with numpy and confi
 comparison (`keyhash`): Arrow's own hash tables were slower here and needed several times the key
 bytes. Everything columnar is pyarrow C++ or numpy, no Python loop per row; rows are gathered in
 slices, so a gathered copy never exceeds one slice. Temporary files go next to the output (or in `tmp_dir`)
-and are always removed; the output is written under a temporary name and renamed into place.
+and are always removed; the output is written under a temporary name (flushed to disk as it grows) and
+renamed into place. Where steps are independent they run on all cores (`_merge_bucketed`).
 """
 
 from __future__ import annotations
@@ -484,9 +485,9 @@ class _OrderedSpill:
     @contextmanager
     def reader(self, mapped: bool = False) -> Iterator[pa.ipc.RecordBatchFileReader]:
         """A reader of its own (one per thread). `mapped`: batches point into the file's pages instead of
-        being copied out of them (a copy costs as much as the work done with many batches), valid only
-        inside the block; map a few batches at a time, since the pages touched count as the process's
-        memory until the map is closed."""
+        being copied out of them (the output side reads the whole spill twice), valid only inside the
+        block; map a few batches at a time, since the pages touched count as the process's memory until
+        the map is closed."""
         with (pa.memory_map(self.path) if mapped else pa.OSFile(self.path)) as source:
             yield pa.ipc.open_file(source)
 
