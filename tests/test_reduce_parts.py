@@ -472,6 +472,29 @@ def test_merge_buckets_are_capped_in_size_once_past_the_budget(tmp_path, monkeyp
     assert (tmp_path / "r1.csv").read_bytes() == (tmp_path / "r2.csv").read_bytes()
 
 
+def _max_concurrent(monkeypatch, owner, name, pause=0.01):
+    """Wrap owner.name so that each call lasts `pause` longer; returns [most calls seen running at once]."""
+    import threading
+    import time
+
+    busy, most, lock = [0], [0], threading.Lock()
+    real = getattr(owner, name)
+
+    def slow(*args, **kwargs):
+        with lock:
+            busy[0] += 1
+            most[0] = max(most[0], busy[0])
+        time.sleep(pause)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                busy[0] -= 1
+
+    monkeypatch.setattr(owner, name, slow)
+    return most
+
+
 @pytest.mark.parametrize("threads", [2, 3])
 def test_buckets_decided_in_threads_give_the_same_files(tmp_path, monkeypatch, threads):
     """Buckets decided several at a time (and the manifest read beside the parts) write the bytes that one
@@ -480,24 +503,7 @@ def test_buckets_decided_in_threads_give_the_same_files(tmp_path, monkeypatch, t
     monkeypatch.setattr(reduce_parts, "_threads", lambda budget: 1)
     merge_and_remaining(parts, str(tmp_path / "m1.csv"), manifest, str(tmp_path / "r1.csv"), memory_budget=20_000)
     monkeypatch.setattr(reduce_parts, "_threads", lambda budget: threads)
-    import threading
-    import time
-
-    busy, most, lock = [0], [0], threading.Lock()
-    real = reduce_parts._resolve
-
-    def slow_resolve(table, key):
-        with lock:
-            busy[0] += 1
-            most[0] = max(most[0], busy[0])
-        time.sleep(0.01)  # long enough for a second thread to start its bucket meanwhile
-        try:
-            return real(table, key)
-        finally:
-            with lock:
-                busy[0] -= 1
-
-    monkeypatch.setattr(reduce_parts, "_resolve", slow_resolve)
+    most = _max_concurrent(monkeypatch, reduce_parts, "_resolve")  # long enough for a second bucket to start
     merged, rest = merge_and_remaining(parts, str(tmp_path / "m2.csv"), manifest, str(tmp_path / "r2.csv"),
                                        memory_budget=20_000)
     assert (tmp_path / "m1.csv").read_bytes() == (tmp_path / "m2.csv").read_bytes()
@@ -521,29 +527,6 @@ def test_a_bad_row_on_either_side_of_the_fused_read_is_one_error_and_leaves_no_f
         merge_and_remaining(parts, str(tmp_path / "m.csv"), manifest, str(tmp_path / "r.csv"), memory_budget=20_000)
     assert bad in str(err.value) and "\n" not in str(err.value)
     assert sorted(os.listdir(tmp_path)) == before
-
-
-def _max_concurrent(monkeypatch, owner, name, pause=0.01):
-    """Wrap owner.name so that each call lasts `pause` longer; returns [most calls seen running at once]."""
-    import threading
-    import time
-
-    busy, most, lock = [0], [0], threading.Lock()
-    real = getattr(owner, name)
-
-    def slow(*args, **kwargs):
-        with lock:
-            busy[0] += 1
-            most[0] = max(most[0], busy[0])
-        time.sleep(pause)
-        try:
-            return real(*args, **kwargs)
-        finally:
-            with lock:
-                busy[0] -= 1
-
-    monkeypatch.setattr(owner, name, slow)
-    return most
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".parquet"])

@@ -420,11 +420,7 @@ def _move_out(
         return ranges
 
     runs = np.array_split(np.arange(len(spill.starts) - 1), threads)
-    if threads <= 1:
-        return [move(runs[0], 0)]
-    with ThreadPoolExecutor(threads, thread_name_prefix="vidcap-move") as pool:
-        futures = [pool.submit(move, run, t) for t, run in enumerate(runs)]
-        return [f.result() for f in futures]
+    return list(_in_threads(lambda t: move(runs[t], t), range(threads), threads))
 
 
 class _BucketWinners(NamedTuple):
@@ -450,7 +446,7 @@ def _in_threads(work: Callable[[int], T], items: Iterable[int], threads: int) ->
     if threads <= 1:
         yield from map(work, items)
         return
-    with ThreadPoolExecutor(threads, thread_name_prefix="vidcap-bucket") as pool:
+    with ThreadPoolExecutor(threads, thread_name_prefix="vidcap-reduce") as pool:
         pending: deque[Future[T]] = deque()
         try:
             for item in items:
